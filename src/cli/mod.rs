@@ -1,0 +1,216 @@
+//! The `mdevmig` command line: argument parsing and output only; the work is done
+//! by the library.
+//!
+//! Conventions for every command: `--json` prints one JSON object on stdout; errors
+//! print as `error[<code>]: <message>` on stderr; the exit status is 0 ok, 2 usage,
+//! 3 incompatible, 4 stream rejected, 5 device error, 1 anything else; a `FILE` of
+//! `-` means stdin or stdout.
+
+mod inspect;
+pub mod output;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::auth::{SigningKeyPair, TrustStore};
+use crate::codec::stream::{ReadOptions, StreamReader};
+use crate::error::{Code, Error, Result};
+use output::Out;
+
+/// Authenticated, validated live migration of device state.
+#[derive(Debug, Parser)]
+#[command(name = "mdevmig", version, about, long_about = None)]
+pub struct Cli {
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an ed25519 signing key: PREFIX.key (PKCS#8 PEM, 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decode an envelope without trusting it (unless --trust is given).
+    Inspect {
+        /// The stream, or - for stdin.
+        file: String,
+        /// Also verify every signature against this trust store (.pub file or directory).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+    /// Fully validate an envelope without a device; exit 0 when valid.
+    Verify {
+        /// The stream, or - for stdin.
+        file: String,
+        /// Trust store: a .pub file or a directory of them.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Require the stream to be bound to this session nonce (64 hex digits).
+        #[arg(long)]
+        session: Option<String>,
+    },
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn main() -> u8 {
+    let json = std::env::args().any(|a| a == "--json");
+    let out = Out { json };
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                };
+            }
+            let msg = e.render().to_string();
+            let msg = msg.trim().trim_start_matches("error: ");
+            return out.error(&Error::new(Code::Usage, msg.to_string()));
+        }
+    };
+    match run(cli.command, out) {
+        Ok(()) => 0,
+        Err(Fail {
+            err,
+            json_done: false,
+        }) => out.error(&err),
+        Err(Fail { err, json_done: true }) => {
+            eprintln!("error[{}]: {}", err.code, err.message);
+            err.code.exit_status()
+        }
+    }
+}
+
+/// A command's failure; `json_done` when the command already put the error into
+/// its own JSON output.
+pub struct Fail {
+    err: Error,
+    json_done: bool,
+}
+
+impl From<Error> for Fail {
+    fn from(err: Error) -> Self {
+        Fail {
+            err,
+            json_done: false,
+        }
+    }
+}
+
+fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
+    match cmd {
+        Command::Keygen { out: prefix } => Ok(keygen(&prefix, out)?),
+        Command::Inspect { file, trust } => inspect::run(&file, trust.as_deref(), out),
+        Command::Verify { file, trust, session } => Ok(verify(&file, &trust, session.as_deref(), out)?),
+    }
+}
+
+/// Opens `-` as stdin or a path as a file.
+pub fn open_input(file: &str) -> Result<Box<dyn Read + Send>> {
+    if file == "-" {
+        Ok(Box::new(std::io::stdin()))
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| Error::io(Code::IoOpen, file, &e))?;
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+    }
+}
+
+/// Opens `-` as stdout or creates a file.
+pub fn open_output(file: &str) -> Result<Box<dyn Write + Send>> {
+    if file == "-" {
+        Ok(Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        )))
+    } else {
+        let f = std::fs::File::create(file).map_err(|e| Error::io(Code::IoOpen, file, &e))?;
+        Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+    }
+}
+
+/// Parses a 64-hex-digit session nonce.
+pub fn parse_nonce(s: &str) -> Result<[u8; 32]> {
+    let bad = || {
+        Error::new(
+            Code::Usage,
+            format!("session nonce must be 64 hex digits, got {s:?}"),
+        )
+    };
+    if s.len() != 64 {
+        return Err(bad());
+    }
+    let mut n = [0u8; 32];
+    for (i, b) in n.iter_mut().enumerate() {
+        let hex = s.get(i * 2..i * 2 + 2).ok_or_else(bad)?;
+        *b = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+    }
+    Ok(n)
+}
+
+fn keygen(prefix: &Path, out: Out) -> Result<()> {
+    let key = SigningKeyPair::generate();
+    let (k, p) = key.write_files(prefix)?;
+    out.ok(
+        &format!(
+            "key id {}\nprivate key {} (mode 0600)\npublic key  {}\n",
+            key.id(),
+            k.display(),
+            p.display()
+        ),
+        json!({"key_id": key.id().to_string(), "private_key": k, "public_key": p}),
+    );
+    Ok(())
+}
+
+fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<()> {
+    let store = TrustStore::load(trust)?;
+    let opts = ReadOptions {
+        expected_nonce: session.map(parse_nonce).transpose()?,
+    };
+    let mut r = StreamReader::open(open_input(file)?, &store, &opts)?;
+    let chunks = r.verify_to_end()?;
+    let h = r.header().header.clone();
+    let total = h.total_len()?;
+    let origin = store.origin(&h.key_id).unwrap_or("?").to_string();
+    out.ok(
+        &format!(
+            "verified: {} {} state v{} (min v{}), {} sections, {} chunks, {} bytes, signed by {} ({})",
+            h.vendor,
+            h.device_type,
+            h.state_version,
+            h.min_version,
+            h.sections.len(),
+            chunks,
+            total,
+            h.key_id,
+            origin
+        ),
+        json!({
+            "verified": true,
+            "vendor": h.vendor, "device_type": h.device_type,
+            "state_version": h.state_version, "min_version": h.min_version,
+            "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "length": s.length})).collect::<Vec<_>>(),
+            "chunks": chunks, "total_len": total, "key_id": h.key_id.to_string(), "key_origin": origin,
+            "session_bound": h.session_bound(),
+        }),
+    );
+    Ok(())
+}

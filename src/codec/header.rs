@@ -1,0 +1,435 @@
+//! The envelope header.
+//!
+//! ```text
+//! off  size field
+//!   0     8 magic            89 4d 44 45 56 4d 49 47  ("\x89MDEVMIG")
+//!   8     2 format_version   1
+//!  10     2 reserved         0
+//!  12     4 header_len       total header bytes, prefix and signature included (<= 4096)
+//!  16     4 flags            bit 0 SESSION_BOUND; other bits 0
+//!  20     4 state_version    >= 1
+//!  24     4 min_version      1 <= min_version <= state_version
+//!  28     4 chunk_size       power of two, 4096 ..= 16 MiB
+//!  32    32 key_id           SHA-256 of the signer's raw ed25519 public key
+//!  64    32 session_nonce    destination-issued nonce; all zero unless SESSION_BOUND
+//!  96    16 stream_id        random per stream
+//! 112     1 vendor_len       1..=32, then vendor bytes [a-z0-9._-]
+//!         1 type_len         1..=64, then type bytes [a-z0-9._-]
+//!         2 section_count    1..=64, then section_count entries:
+//!             1 name_len 1..=32, name, 2 version, 2 flags (bit 0 REQUIRED), 8 length
+//!        64 signature        ed25519 over HEADER_CONTEXT || all preceding header bytes
+//! ```
+
+use mdevmig_plugin_api::Reader;
+use sha2::{Digest, Sha256};
+
+use super::limits::*;
+use super::{
+    check_name, Digest32, FLAG_SESSION_BOUND, FORMAT_VERSION, HEADER_CONTEXT, MAGIC, SECTION_REQUIRED,
+};
+use crate::auth::{KeyId, SigningKeyPair, SIGNATURE_LEN};
+use crate::error::{Code, Error, Result};
+
+/// Bytes before the variable part: prefix and fixed body.
+pub const FIXED_LEN: usize = 112;
+/// Bytes of the prefix a reader takes before it knows header_len.
+pub const PREFIX_LEN: usize = 16;
+
+/// One entry of the section table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionEntry {
+    /// Unique name.
+    pub name: String,
+    /// The section's own format version.
+    pub version: u16,
+    /// Flags; only [`SECTION_REQUIRED`] is defined.
+    pub flags: u16,
+    /// Exact data length in bytes.
+    pub length: u64,
+}
+
+impl SectionEntry {
+    /// True when the destination must restore this section.
+    pub fn required(&self) -> bool {
+        self.flags & SECTION_REQUIRED != 0
+    }
+}
+
+/// A decoded header (everything but the signature).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header flags.
+    pub flags: u32,
+    /// Version of the vendor state.
+    pub state_version: u32,
+    /// Oldest loader version that restores this state correctly.
+    pub min_version: u32,
+    /// Data bytes per chunk (the last chunk of a section may be shorter).
+    pub chunk_size: u32,
+    /// Which key signed the stream.
+    pub key_id: KeyId,
+    /// Destination-issued session nonce, or zeros.
+    pub session_nonce: [u8; 32],
+    /// Random per-stream id; makes every stream's digest unique.
+    pub stream_id: [u8; 16],
+    /// Vendor id.
+    pub vendor: String,
+    /// Device type.
+    pub device_type: String,
+    /// Sections in stream order.
+    pub sections: Vec<SectionEntry>,
+}
+
+/// A header with its exact bytes and digest, as written or as read and verified.
+#[derive(Debug, Clone)]
+pub struct SignedHeader {
+    /// The decoded fields.
+    pub header: Header,
+    /// Every header byte, signature included.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`; chunk and trailer signatures bind it.
+    pub digest: Digest32,
+}
+
+impl Header {
+    /// True when the stream is bound to a session nonce.
+    pub fn session_bound(&self) -> bool {
+        self.flags & FLAG_SESSION_BOUND != 0
+    }
+
+    /// Sum of all section lengths (checked against the cap by [`Header::check`]).
+    pub fn total_len(&self) -> Result<u64> {
+        self.sections.iter().try_fold(0u64, |acc, s| {
+            acc.checked_add(s.length)
+                .filter(|t| *t <= MAX_TOTAL_LEN)
+                .ok_or_else(|| {
+                    Error::new(
+                        Code::StreamTooLarge,
+                        format!("sections add up to more than {MAX_TOTAL_LEN} bytes"),
+                    )
+                })
+        })
+    }
+
+    /// Number of chunks the stream carries.
+    pub fn chunk_count(&self) -> Result<u64> {
+        let cs = u64::from(self.chunk_size);
+        if cs == 0 {
+            return Err(Error::new(Code::BadChunkSize, "chunk_size is zero"));
+        }
+        self.sections.iter().try_fold(0u64, |acc, s| {
+            acc.checked_add(s.length.div_ceil(cs))
+                .ok_or_else(|| Error::new(Code::StreamTooLarge, "chunk count overflows"))
+        })
+    }
+
+    /// Checks every rule a decoded header must satisfy (also run before encoding,
+    /// so a writer cannot produce what a reader refuses).
+    pub fn check(&self) -> Result<()> {
+        if self.flags & !FLAG_SESSION_BOUND != 0 {
+            return Err(Error::new(
+                Code::UnknownFlags,
+                format!("header flags 0x{:08x} has undefined bits", self.flags),
+            ));
+        }
+        if !self.session_bound() && self.session_nonce != [0; 32] {
+            return Err(Error::new(
+                Code::UnboundNonce,
+                "session nonce set on a stream that is not session-bound",
+            ));
+        }
+        if self.state_version == 0 || self.min_version == 0 || self.min_version > self.state_version {
+            return Err(Error::new(
+                Code::BadVersionWindow,
+                format!(
+                    "state_version {} with min_version {}",
+                    self.state_version, self.min_version
+                ),
+            ));
+        }
+        if self.chunk_size > MAX_CHUNK_SIZE {
+            return Err(Error::new(
+                Code::ChunkTooLarge,
+                format!(
+                    "chunk_size {} above the {MAX_CHUNK_SIZE}-byte cap",
+                    self.chunk_size
+                ),
+            ));
+        }
+        if self.chunk_size < MIN_CHUNK_SIZE || !self.chunk_size.is_power_of_two() {
+            return Err(Error::new(
+                Code::BadChunkSize,
+                format!(
+                    "chunk_size {} is not a power of two in {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
+                    self.chunk_size
+                ),
+            ));
+        }
+        check_name("vendor", self.vendor.as_bytes(), MAX_VENDOR_LEN)?;
+        check_name("device type", self.device_type.as_bytes(), MAX_TYPE_LEN)?;
+        if self.sections.is_empty() {
+            return Err(Error::new(Code::NoSections, "the section table is empty"));
+        }
+        if self.sections.len() > usize::from(MAX_SECTIONS) {
+            return Err(Error::new(
+                Code::TooManySections,
+                format!("{} sections, more than {MAX_SECTIONS}", self.sections.len()),
+            ));
+        }
+        for (i, s) in self.sections.iter().enumerate() {
+            check_name("section name", s.name.as_bytes(), MAX_SECTION_NAME_LEN)?;
+            if s.flags & !SECTION_REQUIRED != 0 {
+                return Err(Error::new(
+                    Code::UnknownFlags,
+                    format!("section {} flags 0x{:04x} has undefined bits", s.name, s.flags),
+                ));
+            }
+            if self.sections.iter().take(i).any(|p| p.name == s.name) {
+                return Err(Error::new(
+                    Code::DuplicateSection,
+                    format!("section {} appears twice", s.name),
+                ));
+            }
+        }
+        self.total_len()?;
+        Ok(())
+    }
+
+    /// Encodes and signs the header.
+    pub fn sign(&self, key: &SigningKeyPair) -> Result<SignedHeader> {
+        if key.id() != self.key_id {
+            return Err(Error::new(
+                Code::Internal,
+                "header key_id is not the signing key's id",
+            ));
+        }
+        self.check()?;
+        let mut b = Vec::with_capacity(512);
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes()); // header_len, patched below
+        b.extend_from_slice(&self.flags.to_le_bytes());
+        b.extend_from_slice(&self.state_version.to_le_bytes());
+        b.extend_from_slice(&self.min_version.to_le_bytes());
+        b.extend_from_slice(&self.chunk_size.to_le_bytes());
+        b.extend_from_slice(&self.key_id.0);
+        b.extend_from_slice(&self.session_nonce);
+        b.extend_from_slice(&self.stream_id);
+        put_name(&mut b, &self.vendor)?;
+        put_name(&mut b, &self.device_type)?;
+        let count = u16::try_from(self.sections.len())
+            .map_err(|_| Error::new(Code::TooManySections, "too many sections"))?;
+        b.extend_from_slice(&count.to_le_bytes());
+        for s in &self.sections {
+            put_name(&mut b, &s.name)?;
+            b.extend_from_slice(&s.version.to_le_bytes());
+            b.extend_from_slice(&s.flags.to_le_bytes());
+            b.extend_from_slice(&s.length.to_le_bytes());
+        }
+        let total = b
+            .len()
+            .checked_add(SIGNATURE_LEN)
+            .and_then(|n| u32::try_from(n).ok());
+        let total = total
+            .filter(|n| *n <= MAX_HEADER_LEN)
+            .ok_or_else(|| Error::new(Code::HeaderTooLarge, "header above 4096 bytes"))?;
+        if let Some(slot) = b.get_mut(12..PREFIX_LEN) {
+            slot.copy_from_slice(&total.to_le_bytes());
+        }
+        let sig = key.sign(&signed_message(&b));
+        b.extend_from_slice(&sig);
+        let digest = Sha256::digest(&b).into();
+        Ok(SignedHeader {
+            header: self.clone(),
+            bytes: b,
+            digest,
+        })
+    }
+}
+
+fn put_name(b: &mut Vec<u8>, s: &str) -> Result<()> {
+    let len =
+        u8::try_from(s.len()).map_err(|_| Error::new(Code::StringTooLong, format!("{s:?} too long")))?;
+    b.push(len);
+    b.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// The message the header signature covers.
+pub fn signed_message(unsigned_header: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER_CONTEXT.len().saturating_add(unsigned_header.len()));
+    m.extend_from_slice(HEADER_CONTEXT);
+    m.extend_from_slice(unsigned_header);
+    m
+}
+
+/// Checks the 16-byte prefix and returns header_len.
+pub fn decode_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<u32> {
+    let mut r = Reader::new(prefix);
+    let magic = r.take_array::<8>("magic").map_err(short)?;
+    if *magic != MAGIC {
+        return Err(Error::new(Code::BadMagic, "not an mdevmig stream (bad magic)"));
+    }
+    let version = r.u16_le("format_version").map_err(short)?;
+    if version != FORMAT_VERSION {
+        return Err(Error::new(
+            Code::UnsupportedFormat,
+            format!("envelope format version {version}; this build reads {FORMAT_VERSION}"),
+        ));
+    }
+    let reserved = r.u16_le("reserved").map_err(short)?;
+    if reserved != 0 {
+        return Err(Error::new(
+            Code::ReservedNonzero,
+            "reserved prefix field is not zero",
+        ));
+    }
+    let len = r.u32_le("header_len").map_err(short)?;
+    if len > MAX_HEADER_LEN {
+        return Err(Error::new(
+            Code::HeaderTooLarge,
+            format!("header_len {len} above the {MAX_HEADER_LEN}-byte cap"),
+        ));
+    }
+    let min = FIXED_LEN.saturating_add(SIGNATURE_LEN);
+    if usize::try_from(len).map_or(true, |l| l < min) {
+        return Err(Error::new(
+            Code::HeaderLength,
+            format!("header_len {len} below the {min}-byte minimum"),
+        ));
+    }
+    Ok(len)
+}
+
+fn short(e: mdevmig_plugin_api::Short) -> Error {
+    Error::new(Code::Truncated, e.to_string())
+}
+
+fn name(r: &mut Reader<'_>, what: &'static str, max: u8) -> Result<String> {
+    let len = r.u8(what).map_err(|_| header_short(what))?;
+    if len > max {
+        return Err(Error::new(
+            Code::StringTooLong,
+            format!("{what} length {len} above {max}"),
+        ));
+    }
+    let bytes = r.take(usize::from(len), what).map_err(|_| header_short(what))?;
+    check_name(what, bytes, max)?;
+    // check_name admits only ASCII, so this cannot fail.
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::new(Code::BadString, format!("{what} is not ASCII")))
+}
+
+/// Inside a header whose length is known, running out of bytes means header_len
+/// is too small for the content.
+fn header_short(what: &str) -> Error {
+    Error::new(
+        Code::HeaderLength,
+        format!("header_len too small: header ends inside {what}"),
+    )
+}
+
+/// Decodes a whole header (exactly header_len bytes, signature included). The
+/// signature is *not* checked here; see [`SignedHeader::verify`].
+pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
+    let mut r = Reader::new(bytes);
+    let prefix = r.take_array::<PREFIX_LEN>("prefix").map_err(short)?;
+    let header_len = decode_prefix(prefix)?;
+    if usize::try_from(header_len).ok() != Some(bytes.len()) {
+        return Err(Error::new(
+            Code::HeaderLength,
+            "header_len is not the header's size",
+        ));
+    }
+    let body_len = bytes
+        .len()
+        .saturating_sub(PREFIX_LEN)
+        .saturating_sub(SIGNATURE_LEN);
+    let mut body = r
+        .sub(body_len, "header body")
+        .map_err(|_| header_short("header body"))?;
+    let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(short)?;
+    let r = &mut body;
+    let hs = |what: &'static str| move |_| header_short(what);
+    let flags = r.u32_le("flags").map_err(hs("flags"))?;
+    let state_version = r.u32_le("state_version").map_err(hs("state_version"))?;
+    let min_version = r.u32_le("min_version").map_err(hs("min_version"))?;
+    let chunk_size = r.u32_le("chunk_size").map_err(hs("chunk_size"))?;
+    let key_id = KeyId(*r.take_array::<32>("key_id").map_err(hs("key_id"))?);
+    let session_nonce = *r.take_array::<32>("session_nonce").map_err(hs("session_nonce"))?;
+    let stream_id = *r.take_array::<16>("stream_id").map_err(hs("stream_id"))?;
+    let vendor = name(r, "vendor", MAX_VENDOR_LEN)?;
+    let device_type = name(r, "device type", MAX_TYPE_LEN)?;
+    let count = r.u16_le("section_count").map_err(hs("section_count"))?;
+    if count > MAX_SECTIONS {
+        return Err(Error::new(
+            Code::TooManySections,
+            format!("{count} sections, more than {MAX_SECTIONS}"),
+        ));
+    }
+    // Bounded by MAX_SECTIONS above.
+    let mut sections = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let name = name(r, "section name", MAX_SECTION_NAME_LEN)?;
+        let version = r.u16_le("section version").map_err(hs("section version"))?;
+        let flags = r.u16_le("section flags").map_err(hs("section flags"))?;
+        let length = r.u64_le("section length").map_err(hs("section length"))?;
+        if length > MAX_TOTAL_LEN {
+            return Err(Error::new(
+                Code::StreamTooLarge,
+                format!("section {name} is {length} bytes, above the {MAX_TOTAL_LEN}-byte cap"),
+            ));
+        }
+        sections.push(SectionEntry {
+            name,
+            version,
+            flags,
+            length,
+        });
+    }
+    if !r.is_empty() {
+        return Err(Error::new(
+            Code::HeaderLength,
+            format!(
+                "header_len leaves {} bytes after the section table",
+                r.remaining()
+            ),
+        ));
+    }
+    let header = Header {
+        flags,
+        state_version,
+        min_version,
+        chunk_size,
+        key_id,
+        session_nonce,
+        stream_id,
+        vendor,
+        device_type,
+        sections,
+    };
+    header.check()?;
+    Ok((header, sig))
+}
+
+impl SignedHeader {
+    /// Decodes `bytes` and verifies its signature with `key`.
+    pub fn verify(bytes: Vec<u8>, key: &ed25519_dalek::VerifyingKey) -> Result<Self> {
+        let (header, sig) = decode(&bytes)?;
+        let unsigned = bytes
+            .get(..bytes.len().saturating_sub(SIGNATURE_LEN))
+            .unwrap_or(&[]);
+        if !crate::auth::verify(key, &signed_message(unsigned), &sig) {
+            return Err(Error::new(
+                Code::BadHeaderSignature,
+                "the header signature does not verify",
+            ));
+        }
+        let digest = Sha256::digest(&bytes).into();
+        Ok(SignedHeader {
+            header,
+            bytes,
+            digest,
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! Stable error codes.
+//!
+//! Every rejection mdevmig can produce has a dotted code (`auth.bad_chunk_signature`)
+//! that never changes meaning once released. The CLI prints it as
+//! `error[<code>]: <message>`, puts it in `--json` output, and derives its exit status
+//! from the code's group. `spec/errors.md` lists the same table; a test pins the two
+//! together, so adding a code here without documenting it fails the build's tests.
+//!
+//! Codes from vendor plugins (`vendor.mtty.bad_magic`) are carried as
+//! [`Code::Vendor`] with the plugin's own static string; they are listed in
+//! `spec/errors.md` too.
+
+use std::fmt;
+
+macro_rules! codes {
+    ($( $(#[$m:meta])* $variant:ident = $code:literal, $meaning:literal; )*) => {
+        /// A stable error code. See `spec/errors.md`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Code {
+            $( $(#[$m])* #[doc = $meaning] $variant, )*
+            /// A vendor plugin's own code (always `vendor.<plugin>.<what>`).
+            Vendor(&'static str),
+        }
+
+        impl Code {
+            /// Every broker-defined code with its one-line meaning, in table order.
+            pub const TABLE: &'static [(Code, &'static str, &'static str)] = &[
+                $( (Code::$variant, $code, $meaning), )*
+            ];
+
+            /// The dotted code string.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $( Code::$variant => $code, )*
+                    Code::Vendor(s) => s,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // format: the bytes are not a well-formed v1 stream.
+    BadMagic = "format.bad_magic", "the stream does not start with the mdevmig magic";
+    UnsupportedFormat = "format.unsupported_version", "the envelope format version is not one this build reads";
+    Truncated = "format.truncated", "the stream ended inside a structure or before its trailer";
+    TrailingData = "format.trailing_data", "bytes follow the trailer or a structure that must end its input";
+    HeaderLength = "format.header_length", "header_len disagrees with the header's encoded content";
+    ReservedNonzero = "format.reserved_nonzero", "a reserved field is not zero";
+    UnknownFlags = "format.unknown_flags", "a flags field has a bit this format version does not define";
+    BadString = "format.bad_string", "a vendor, type or section name is empty or has a byte outside [a-z0-9._-]";
+    BadVersionWindow = "format.bad_version_window", "state_version or min_version is zero, or min_version exceeds state_version";
+    BadChunkSize = "format.bad_chunk_size", "chunk_size is not a power of two within the allowed range";
+    NoSections = "format.no_sections", "the section table is empty";
+    DuplicateSection = "format.duplicate_section", "two sections in the table have the same name";
+    UnboundNonce = "format.unbound_nonce", "the session nonce is not zero although the stream is not session-bound";
+    BadRecordKind = "format.bad_record_kind", "a record has a kind byte that is neither chunk nor trailer";
+    BadChunkLength = "format.bad_chunk_length", "a chunk's data length is zero, above chunk_size, or not the canonical length";
+    ChunkMismatch = "format.chunk_mismatch", "a chunk's section index or offset is not the one its sequence number implies";
+    ChunkDuplicated = "format.chunk_duplicated", "a chunk arrived again (its sequence number was already seen)";
+    ChunkReordered = "format.chunk_reordered", "a chunk arrived before the one that should precede it";
+    ChunkDropped = "format.chunk_dropped", "a chunk is missing from the stream";
+    TrailerMismatch = "format.trailer_mismatch", "the trailer's chunk count or total length disagrees with the header";
+    BadKeyFile = "format.bad_key_file", "a key file is not an ed25519 PKCS#8 or SubjectPublicKeyInfo PEM";
+    BadDescriptor = "format.bad_descriptor", "a descriptor or policy document is malformed";
+
+    // limit: a declared size is past a documented cap.
+    HeaderTooLarge = "limit.header_too_large", "header_len is above the 4096-byte cap";
+    StringTooLong = "limit.string_too_long", "a vendor, type or section name is longer than its cap";
+    TooManySections = "limit.too_many_sections", "the section table has more than 64 entries";
+    ChunkTooLarge = "limit.chunk_too_large", "chunk_size or a chunk's length is above the 16 MiB cap";
+    StreamTooLarge = "limit.stream_too_large", "the sections add up to more than the 1 TiB cap";
+    SectionTooLarge = "limit.section_too_large", "a section is longer than its plugin allows";
+    InputTooLarge = "limit.input_too_large", "a key file, descriptor or raw state is larger than its cap";
+
+    // auth: the stream is well-formed but not proven authentic.
+    UntrustedKey = "auth.untrusted_key", "the stream is signed by a key that is not in the trust store";
+    BadHeaderSignature = "auth.bad_header_signature", "the header signature does not verify";
+    BadChunkSignature = "auth.bad_chunk_signature", "a chunk signature does not verify (data or record changed)";
+    BadTrailerSignature = "auth.bad_trailer_signature", "the trailer signature does not verify";
+    SessionMismatch = "auth.session_mismatch", "the stream is bound to another session nonce than the one issued";
+    UnboundStream = "auth.unbound_stream", "a session-bound stream was required but this one is not bound";
+    EmptyTrustStore = "auth.empty_trust_store", "the trust store holds no keys";
+
+    // compat: authentic, but this destination cannot or may not restore it.
+    NoPlugin = "compat.no_plugin", "no vendor plugin handles the stream's vendor";
+    VendorMismatch = "compat.vendor_mismatch", "the stream's vendor is not the destination device's vendor";
+    TypeMismatch = "compat.type_mismatch", "the stream's device type is not the destination device's type";
+    ConfigMismatch = "compat.config_mismatch", "same type, but a configuration attribute differs";
+    VersionTooNew = "compat.version_too_new", "the state version is newer than the destination plugin loads";
+    VersionTooOld = "compat.version_too_old", "the state version is older than the destination plugin still loads";
+    MinVersionTooNew = "compat.min_version_too_new", "the stream's minimum version is above the newest the destination loads";
+    VersionRefused = "compat.version_refused", "operator policy refuses this state version";
+    UnknownRequiredSection = "compat.unknown_required_section", "a required section is unknown to the destination";
+    MissingCapability = "compat.missing_capability", "a section needs a host capability the destination lacks, and policy does not allow skipping it";
+    SectionVersion = "compat.section_version", "a section's version is newer than the destination understands";
+    CannotConvert = "compat.cannot_convert", "the source cannot produce a state version the destination accepts";
+    LiveUnsupported = "compat.live_unsupported", "the migration is possible only offline, not live";
+
+    // vendor: plugin-level problems that are not the plugin's own codes.
+    Framing = "vendor.framing", "the raw device stream's section framing is not what the plugin expects";
+
+    // device: the device or its driver failed.
+    DeviceOpen = "device.open_failed", "the device could not be opened";
+    DeviceNoMigration = "device.no_migration", "the device does not support VFIO migration v2 (STOP_COPY)";
+    DeviceTransition = "device.bad_transition", "the device refused a migration state transition";
+    DeviceData = "device.data_error", "reading or writing the device's migration data failed";
+    DeviceReset = "device.reset_failed", "the device could not be reset";
+    DeviceLoad = "device.load_rejected", "the device driver refused the state at RESUMING to STOP";
+    DeviceSpec = "device.bad_spec", "a device spec on the command line is malformed";
+
+    // io: the transport failed.
+    IoRead = "io.read", "reading the input failed";
+    IoWrite = "io.write", "writing the output failed";
+    IoOpen = "io.open", "a file could not be opened or created";
+    SandboxFailed = "io.sandbox", "the validation child process crashed, timed out or exceeded its limits";
+
+    // usage: the command line is wrong.
+    Usage = "usage.bad_arguments", "the command line is not valid";
+
+    // internal: a bug in mdevmig.
+    Internal = "internal.error", "an internal invariant failed; please report it";
+}
+
+/// The group a code belongs to: the part before the first dot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Malformed bytes.
+    Format,
+    /// A documented cap was exceeded.
+    Limit,
+    /// Not proven authentic.
+    Auth,
+    /// Authentic but not restorable here.
+    Compat,
+    /// The vendor plugin refused the content.
+    Vendor,
+    /// The device failed.
+    Device,
+    /// The transport failed.
+    Io,
+    /// Bad command line.
+    Usage,
+    /// A bug.
+    Internal,
+}
+
+impl Code {
+    /// The code's group.
+    pub fn group(&self) -> Group {
+        let s = self.as_str();
+        match s.split('.').next().unwrap_or("") {
+            "format" => Group::Format,
+            "limit" => Group::Limit,
+            "auth" => Group::Auth,
+            "compat" => Group::Compat,
+            "vendor" => Group::Vendor,
+            "device" => Group::Device,
+            "io" => Group::Io,
+            "usage" => Group::Usage,
+            _ => Group::Internal,
+        }
+    }
+
+    /// The CLI exit status for this code: 2 usage, 3 incompatible, 4 stream
+    /// rejected, 5 device error, 1 anything else.
+    pub fn exit_status(&self) -> u8 {
+        match self.group() {
+            Group::Usage => 2,
+            Group::Compat => 3,
+            Group::Format | Group::Limit | Group::Auth | Group::Vendor => 4,
+            Group::Device => 5,
+            Group::Io | Group::Internal => 1,
+        }
+    }
+
+    /// Looks a broker-defined code up by its string.
+    pub fn from_str_code(s: &str) -> Option<Code> {
+        Code::TABLE
+            .iter()
+            .find(|(_, c, _)| *c == s)
+            .map(|(code, _, _)| *code)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An mdevmig error: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    /// The stable code.
+    pub code: Code,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+impl Error {
+    /// Builds an error.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Builds an io error with context.
+    pub fn io(code: Code, context: impl fmt::Display, err: &std::io::Error) -> Self {
+        Self::new(code, format!("{context}: {err}"))
+    }
+}
+
+impl From<mdevmig_plugin_api::VendorError> for Error {
+    fn from(e: mdevmig_plugin_api::VendorError) -> Self {
+        Error::new(Code::Vendor(e.code), e.message)
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! mdevmig: a broker for live migration of mediated and passthrough device state.
+//!
+//! Device state leaves the source in an authenticated envelope ([`codec`], [`auth`]);
+//! the destination validates the header, signatures, version window and section
+//! policy before a vendor plugin parses a byte, and the plugin validates the vendor
+//! structure before the kernel sees it.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod codec;
+pub mod error;
+
+pub use error::{Code, Error, Result};

@@ -1,0 +1,667 @@
+//! The test-vector generator for `spec/vectors/`.
+//!
+//! Deterministic: fixed key seeds, fixed stream ids, fixed data. Run
+//! `cargo run --example gen_vectors` to rewrite the folder; `tests/vectors.rs`
+//! regenerates in memory and fails if a committed file differs, then checks that
+//! every committed vector produces exactly its recorded outcome.
+//!
+//! The keys here are for tests only: their seeds are public.
+
+#![allow(dead_code)]
+
+use mdevmig::auth::SigningKeyPair;
+use mdevmig::codec::header::{Header, SectionEntry};
+use mdevmig::codec::stream::StreamWriter;
+use mdevmig::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED};
+use sha2::{Digest, Sha256};
+
+/// Seed of the trusted test signer (`keys/test-signer.key`).
+pub const SIGNER_SEED: [u8; 32] = [0x5e; 32];
+/// Seed of a key the test trust store does not hold (`keys/untrusted.key`).
+pub const UNTRUSTED_SEED: [u8; 32] = [0xa7; 32];
+/// The session nonce the bound vectors carry.
+pub const SESSION: [u8; 32] = [0x11; 32];
+/// Another destination's nonce.
+pub const OTHER_SESSION: [u8; 32] = [0x22; 32];
+
+pub struct Vector {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// `ok` or the exact error code.
+    pub expect: String,
+    /// Session nonce the verifier requires, if any (hex).
+    pub session: Option<[u8; 32]>,
+    pub description: String,
+}
+
+pub fn signer() -> SigningKeyPair {
+    SigningKeyPair::from_seed(&SIGNER_SEED)
+}
+
+pub fn untrusted() -> SigningKeyPair {
+    SigningKeyPair::from_seed(&UNTRUSTED_SEED)
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + 7) as u8) ^ salt).collect()
+}
+
+fn header(
+    key: &SigningKeyPair,
+    vendor: &str,
+    ty: &str,
+    sections: Vec<SectionEntry>,
+    stream_id: u8,
+) -> Header {
+    Header {
+        flags: 0,
+        state_version: 1,
+        min_version: 1,
+        chunk_size: 4096,
+        key_id: key.id(),
+        session_nonce: [0; 32],
+        stream_id: [stream_id; 16],
+        vendor: vendor.into(),
+        device_type: ty.into(),
+        sections,
+    }
+}
+
+fn sec(name: &str, version: u16, required: bool, length: u64) -> SectionEntry {
+    SectionEntry {
+        name: name.into(),
+        version,
+        flags: if required { SECTION_REQUIRED } else { 0 },
+        length,
+    }
+}
+
+/// Writes a stream: `data[i]` is section i's content.
+pub fn build(h: &Header, key: &SigningKeyPair, data: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = StreamWriter::new(Vec::new(), h, key).unwrap();
+    for d in data {
+        w.write_data(d).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// The single-section stream: a 96-byte mtty-2-sized state.
+pub fn single() -> (Header, Vec<Vec<u8>>) {
+    let k = signer();
+    let h = header(&k, "mtty", "mtty-2", vec![sec("mtty.state", 1, true, 96)], 1);
+    (h, vec![pattern(96, 0)])
+}
+
+/// The multi-section stream: 2 + 0 + 3 chunks, one optional section.
+pub fn multi() -> (Header, Vec<Vec<u8>>) {
+    let k = signer();
+    let mut h = header(
+        &k,
+        "simgpu",
+        "vgpu-64m",
+        vec![
+            sec("simgpu.regs", 1, true, 5000),
+            sec("simgpu.telemetry", 1, false, 0),
+            sec("simgpu.fb", 2, true, 10000),
+        ],
+        2,
+    );
+    h.state_version = 2;
+    h.min_version = 1;
+    (h, vec![pattern(5000, 1), vec![], pattern(10000, 2)])
+}
+
+/// Offsets of every record in a stream built from `h`: (start, end) of each
+/// chunk in order, then the trailer's start.
+pub fn record_bounds(bytes: &[u8]) -> (usize, Vec<(usize, usize)>, usize) {
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut pos = header_len;
+    let mut chunks = Vec::new();
+    loop {
+        if bytes[pos] == 2 {
+            return (header_len, chunks, pos);
+        }
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        chunks.push((pos, pos + 88 + len));
+        pos += 88 + len;
+    }
+}
+
+/// Re-signs a patched header in place (so the patch, not the signature, is
+/// what the reader meets). `bytes` is a whole stream; the header signature is
+/// recomputed over the patched header.
+fn resign_header(bytes: &mut [u8], key: &SigningKeyPair) {
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let unsigned_end = header_len - 64;
+    let msg = mdevmig::codec::header::signed_message(&bytes[..unsigned_end]);
+    let sig = key.sign(&msg);
+    bytes[unsigned_end..header_len].copy_from_slice(&sig);
+}
+
+/// Builds a raw header with arbitrary (possibly illegal) fields, signed.
+fn raw_header(key: &SigningKeyPair, patch: impl FnOnce(&mut RawHeader)) -> Vec<u8> {
+    let mut h = RawHeader {
+        header_len: None,
+        flags: 0,
+        state_version: 1,
+        min_version: 1,
+        chunk_size: 4096,
+        vendor: b"mtty".to_vec(),
+        ty: b"mtty-2".to_vec(),
+        sections: vec![(b"mtty.state".to_vec(), 1, SECTION_REQUIRED, 96)],
+        count: None,
+    };
+    patch(&mut h);
+    let mut b = Vec::new();
+    b.extend_from_slice(&mdevmig::codec::MAGIC);
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&h.flags.to_le_bytes());
+    b.extend_from_slice(&h.state_version.to_le_bytes());
+    b.extend_from_slice(&h.min_version.to_le_bytes());
+    b.extend_from_slice(&h.chunk_size.to_le_bytes());
+    b.extend_from_slice(&key.id().0);
+    b.extend_from_slice(&[0; 32]);
+    b.extend_from_slice(&[9; 16]);
+    b.push(h.vendor.len() as u8);
+    b.extend_from_slice(&h.vendor);
+    b.push(h.ty.len() as u8);
+    b.extend_from_slice(&h.ty);
+    b.extend_from_slice(&h.count.unwrap_or(h.sections.len() as u16).to_le_bytes());
+    for (name, v, f, len) in &h.sections {
+        b.push(name.len() as u8);
+        b.extend_from_slice(name);
+        b.extend_from_slice(&v.to_le_bytes());
+        b.extend_from_slice(&f.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+    }
+    let len = h.header_len.unwrap_or((b.len() + 64) as u32);
+    b[12..16].copy_from_slice(&len.to_le_bytes());
+    let msg = mdevmig::codec::header::signed_message(&b);
+    b.extend_from_slice(&key.sign(&msg));
+    b
+}
+
+struct RawHeader {
+    header_len: Option<u32>,
+    flags: u32,
+    state_version: u32,
+    min_version: u32,
+    chunk_size: u32,
+    vendor: Vec<u8>,
+    ty: Vec<u8>,
+    sections: Vec<(Vec<u8>, u16, u16, u64)>,
+    count: Option<u16>,
+}
+
+pub fn all() -> Vec<Vector> {
+    let k = signer();
+    let mut v = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &str, session: Option<[u8; 32]>, description: &str| {
+        v.push(Vector {
+            name: name.into(),
+            bytes,
+            expect: expect.into(),
+            session,
+            description: description.into(),
+        })
+    };
+
+    let (sh, sd) = single();
+    let single_bytes = build(&sh, &k, &sd);
+    let (mh, md) = multi();
+    let multi_bytes = build(&mh, &k, &md);
+    let (m_hlen, m_chunks, m_trailer) = record_bounds(&multi_bytes);
+    let (s_hlen, s_chunks, s_trailer) = record_bounds(&single_bytes);
+
+    add(
+        "valid-single-section",
+        single_bytes.clone(),
+        "ok",
+        None,
+        "one 96-byte required section in one chunk",
+    );
+    add(
+        "valid-multi-section",
+        multi_bytes.clone(),
+        "ok",
+        None,
+        "three sections (5000, 0 and 10000 bytes), 5 chunks of at most 4096 bytes, one optional section",
+    );
+    let mut bh = sh.clone();
+    bh.flags = FLAG_SESSION_BOUND;
+    bh.session_nonce = SESSION;
+    let bound = build(&bh, &k, &sd);
+    add(
+        "valid-session-bound",
+        bound.clone(),
+        "ok",
+        Some(SESSION),
+        "bound to session nonce 11..11 and verified by the destination that issued it",
+    );
+    add(
+        "session-replayed",
+        bound.clone(),
+        "auth.session_mismatch",
+        Some(OTHER_SESSION),
+        "the bound stream replayed to a destination that issued nonce 22..22",
+    );
+    add(
+        "session-unbound",
+        single_bytes.clone(),
+        "auth.unbound_stream",
+        Some(SESSION),
+        "an unbound stream offered where a session-bound one is required",
+    );
+
+    // One flipped byte in each part.
+    let flip = |b: &[u8], at: usize, mask: u8| {
+        let mut b = b.to_vec();
+        b[at] ^= mask;
+        b
+    };
+    add(
+        "flip-magic",
+        flip(&single_bytes, 1, 0x01),
+        "format.bad_magic",
+        None,
+        "magic byte 1 flipped",
+    );
+    add(
+        "flip-header-state-version",
+        flip(&single_bytes, 20, 0x02),
+        "auth.bad_header_signature",
+        None,
+        "state_version changed from 1 to 3 without re-signing",
+    );
+    add(
+        "flip-header-key-id",
+        flip(&single_bytes, 40, 0x01),
+        "auth.untrusted_key",
+        None,
+        "a key_id byte flipped: no trusted key has that id",
+    );
+    // Section table: the length field of the first section (after 1+4 vendor, 1+6 type, 2 count, 1+10 name, 2, 2).
+    let sec_len_at = 112 + 5 + 7 + 2 + 11 + 4;
+    add(
+        "flip-section-length",
+        flip(&single_bytes, sec_len_at, 0x01),
+        "auth.bad_header_signature",
+        None,
+        "the section table's length field changed (96 to 97) without re-signing",
+    );
+    add(
+        "flip-section-name",
+        flip(&single_bytes, 112 + 5 + 7 + 2 + 1, 0x20),
+        "format.bad_string",
+        None,
+        "a section name letter turned upper-case (outside [a-z0-9._-])",
+    );
+    add(
+        "flip-chunk-data",
+        flip(&single_bytes, s_chunks[0].0 + 88 + 10, 0x80),
+        "auth.bad_chunk_signature",
+        None,
+        "one bit of chunk data flipped",
+    );
+    add(
+        "flip-chunk-seq",
+        flip(&multi_bytes, m_chunks[1].0 + 8, 0x04),
+        "auth.bad_chunk_signature",
+        None,
+        "a chunk's signed sequence number changed",
+    );
+    add(
+        "flip-trailer-count",
+        flip(&single_bytes, s_trailer + 8, 0x01),
+        "auth.bad_trailer_signature",
+        None,
+        "the trailer's chunk_count changed without re-signing",
+    );
+    add(
+        "flip-trailer-kind",
+        flip(&single_bytes, s_trailer, 0x04),
+        "format.bad_record_kind",
+        None,
+        "the trailer's kind byte changed to 6",
+    );
+    add(
+        "flip-trailer-reserved",
+        flip(&single_bytes, s_trailer + 3, 0x01),
+        "format.reserved_nonzero",
+        None,
+        "a trailer reserved byte set",
+    );
+
+    // Chunk order.
+    let cut = |b: &[u8], r: (usize, usize)| b[r.0..r.1].to_vec();
+    let mut reordered = multi_bytes[..m_hlen].to_vec();
+    reordered.extend(cut(&multi_bytes, m_chunks[1]));
+    reordered.extend(cut(&multi_bytes, m_chunks[0]));
+    reordered.extend_from_slice(&multi_bytes[m_chunks[2].0..]);
+    add(
+        "chunk-reordered",
+        reordered,
+        "format.chunk_reordered",
+        None,
+        "chunks 0 and 1 swapped",
+    );
+    let mut dup = multi_bytes[..m_chunks[1].0].to_vec();
+    dup.extend(cut(&multi_bytes, m_chunks[0]));
+    dup.extend_from_slice(&multi_bytes[m_chunks[1].0..]);
+    add(
+        "chunk-duplicated",
+        dup,
+        "format.chunk_duplicated",
+        None,
+        "chunk 0 sent again after itself",
+    );
+    let mut dropped = multi_bytes[..m_chunks[2].0].to_vec();
+    dropped.extend_from_slice(&multi_bytes[m_chunks[3].0..]);
+    add(
+        "chunk-dropped",
+        dropped,
+        "format.chunk_dropped",
+        None,
+        "chunk 2 left out",
+    );
+    let mut dropped_last = multi_bytes[..m_chunks[4].0].to_vec();
+    dropped_last.extend_from_slice(&multi_bytes[m_trailer..]);
+    add(
+        "chunk-dropped-last",
+        dropped_last,
+        "format.chunk_dropped",
+        None,
+        "the last chunk left out; the trailer comes early",
+    );
+    // Splice: the same content in another stream (another stream id) has other signatures.
+    let mut other = mh.clone();
+    other.stream_id = [3; 16];
+    let other_bytes = build(&other, &k, &md);
+    let (_, o_chunks, _) = record_bounds(&other_bytes);
+    let mut spliced = multi_bytes[..m_chunks[1].0].to_vec();
+    spliced.extend(cut(&other_bytes, o_chunks[1]));
+    spliced.extend_from_slice(&multi_bytes[m_chunks[2].0..]);
+    add(
+        "chunk-spliced",
+        spliced,
+        "auth.bad_chunk_signature",
+        None,
+        "chunk 1 taken from another stream with the same content and key",
+    );
+
+    // Keys.
+    let u = untrusted();
+    let mut uh = sh.clone();
+    uh.key_id = u.id();
+    add(
+        "untrusted-key",
+        build(&uh, &u, &sd),
+        "auth.untrusted_key",
+        None,
+        "a well-formed stream signed by a key outside the trust store",
+    );
+
+    // Trailing garbage.
+    let mut garbage = single_bytes.clone();
+    garbage.extend_from_slice(b"extra");
+    add(
+        "trailing-garbage",
+        garbage,
+        "format.trailing_data",
+        None,
+        "five bytes after the trailer",
+    );
+    add(
+        "truncated-before-trailer",
+        single_bytes[..s_trailer].to_vec(),
+        "format.truncated",
+        None,
+        "the stream cut right after its last chunk",
+    );
+    add(
+        "truncated-in-header",
+        single_bytes[..s_hlen - 1].to_vec(),
+        "format.truncated",
+        None,
+        "the stream cut one byte before the end of the header",
+    );
+    add("empty", Vec::new(), "format.truncated", None, "zero bytes");
+
+    // Lengths inflated past their limits.
+    let mut big_hlen = single_bytes.clone();
+    big_hlen[12..16].copy_from_slice(&4097u32.to_le_bytes());
+    add(
+        "limit-header-len",
+        big_hlen,
+        "limit.header_too_large",
+        None,
+        "header_len 4097, above the 4096 cap",
+    );
+    add(
+        "limit-vendor-len",
+        raw_header(&k, |h| h.vendor = vec![b'a'; 33]),
+        "limit.string_too_long",
+        None,
+        "vendor of 33 bytes, above 32",
+    );
+    add(
+        "limit-type-len",
+        raw_header(&k, |h| h.ty = vec![b'a'; 65]),
+        "limit.string_too_long",
+        None,
+        "device type of 65 bytes, above 64",
+    );
+    add(
+        "limit-section-name-len",
+        raw_header(&k, |h| h.sections[0].0 = vec![b'a'; 33]),
+        "limit.string_too_long",
+        None,
+        "section name of 33 bytes, above 32",
+    );
+    add(
+        "limit-section-count",
+        raw_header(&k, |h| {
+            h.sections = (0..65).map(|i| (format!("s{i}").into_bytes(), 1, 0, 1)).collect()
+        }),
+        "limit.too_many_sections",
+        None,
+        "65 sections, above 64",
+    );
+    add(
+        "limit-chunk-size",
+        raw_header(&k, |h| h.chunk_size = 32 << 20),
+        "limit.chunk_too_large",
+        None,
+        "chunk_size 32 MiB, above 16 MiB",
+    );
+    add(
+        "limit-section-length",
+        raw_header(&k, |h| h.sections[0].3 = (1 << 40) + 1),
+        "limit.stream_too_large",
+        None,
+        "one section of 1 TiB + 1 byte",
+    );
+    add(
+        "limit-total-length",
+        raw_header(&k, |h| {
+            h.sections = vec![
+                (b"a".to_vec(), 1, 0, 1 << 39),
+                (b"b".to_vec(), 1, 0, 1 << 39),
+                (b"c".to_vec(), 1, 0, 1),
+            ]
+        }),
+        "limit.stream_too_large",
+        None,
+        "three sections adding up to 1 TiB + 1 byte",
+    );
+    let mut big_chunk = single_bytes.clone();
+    big_chunk[s_chunks[0].0 + 4..s_chunks[0].0 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    add(
+        "limit-chunk-len",
+        big_chunk,
+        "limit.chunk_too_large",
+        None,
+        "a chunk's data_len set to 2^32-1",
+    );
+    let mut long_chunk = single_bytes.clone();
+    long_chunk[s_chunks[0].0 + 4..s_chunks[0].0 + 8].copy_from_slice(&4097u32.to_le_bytes());
+    add(
+        "chunk-len-above-chunk-size",
+        long_chunk,
+        "format.bad_chunk_length",
+        None,
+        "a chunk's data_len 4097, above the stream's chunk_size 4096",
+    );
+
+    // Well-signed but illegal headers: canonical-encoding rules.
+    add(
+        "bad-version-window",
+        raw_header(&k, |h| h.min_version = 2),
+        "format.bad_version_window",
+        None,
+        "min_version 2 above state_version 1",
+    );
+    add(
+        "zero-state-version",
+        raw_header(&k, |h| {
+            h.state_version = 0;
+            h.min_version = 0;
+        }),
+        "format.bad_version_window",
+        None,
+        "state_version 0",
+    );
+    add(
+        "unknown-header-flag",
+        raw_header(&k, |h| h.flags = 1 << 5),
+        "format.unknown_flags",
+        None,
+        "header flag bit 5 set",
+    );
+    add(
+        "unknown-section-flag",
+        raw_header(&k, |h| h.sections[0].2 = 0x8001),
+        "format.unknown_flags",
+        None,
+        "section flag bit 15 set",
+    );
+    add(
+        "duplicate-section",
+        raw_header(&k, |h| h.sections.push(h.sections[0].clone())),
+        "format.duplicate_section",
+        None,
+        "the same section name twice",
+    );
+    add(
+        "no-sections",
+        raw_header(&k, |h| h.sections.clear()),
+        "format.no_sections",
+        None,
+        "an empty section table",
+    );
+    add(
+        "chunk-size-not-pow2",
+        raw_header(&k, |h| h.chunk_size = 5000),
+        "format.bad_chunk_size",
+        None,
+        "chunk_size 5000",
+    );
+    add(
+        "chunk-size-too-small",
+        raw_header(&k, |h| h.chunk_size = 1024),
+        "format.bad_chunk_size",
+        None,
+        "chunk_size 1024, below 4096",
+    );
+    add(
+        "header-len-short",
+        raw_header(&k, |h| h.header_len = Some(200)),
+        "format.header_length",
+        None,
+        "header_len smaller than the content",
+    );
+    add(
+        "upper-case-vendor",
+        raw_header(&k, |h| h.vendor = b"MTTY".to_vec()),
+        "format.bad_string",
+        None,
+        "vendor MTTY (upper case is not allowed)",
+    );
+    add(
+        "empty-vendor",
+        raw_header(&k, |h| h.vendor.clear()),
+        "format.bad_string",
+        None,
+        "an empty vendor",
+    );
+    let mut v2 = single_bytes.clone();
+    v2[8] = 2;
+    add(
+        "format-version-2",
+        v2,
+        "format.unsupported_version",
+        None,
+        "envelope format version 2",
+    );
+    let mut rsv = single_bytes.clone();
+    rsv[10] = 1;
+    add(
+        "prefix-reserved",
+        rsv,
+        "format.reserved_nonzero",
+        None,
+        "the prefix's reserved field set",
+    );
+    let mut nonce = single_bytes.clone();
+    nonce[64] = 1;
+    resign_header(&mut nonce, &k);
+    add(
+        "nonce-on-unbound",
+        nonce,
+        "format.unbound_nonce",
+        None,
+        "a session nonce on a stream whose SESSION_BOUND flag is clear",
+    );
+    let mut kind = single_bytes.clone();
+    kind[s_chunks[0].0] = 7;
+    add(
+        "bad-record-kind",
+        kind,
+        "format.bad_record_kind",
+        None,
+        "a record of kind 7",
+    );
+    v
+}
+
+/// The manifest line format: `name expect session description`.
+pub fn manifest(vectors: &[Vector]) -> String {
+    let mut s = String::from(
+        "# spec/vectors manifest: <file> <expected outcome> <session nonce or -> <description>\n\
+         # Verify each file with trust store keys/test-signer.pub; when a session nonce is\n\
+         # given, the verifier requires the stream to be bound to it. Generated by\n\
+         # `cargo run --example gen_vectors`; do not edit by hand.\n",
+    );
+    for v in vectors {
+        let session = v
+            .session
+            .map(|n| mdevmig::auth::hex(&n))
+            .unwrap_or_else(|| "-".into());
+        s.push_str(&format!(
+            "{}.mdm {} {} {}\n",
+            v.name, v.expect, session, v.description
+        ));
+    }
+    s
+}
+
+/// SHA-256 of the manifest and every file, for the README of the folder.
+pub fn digest_all(vectors: &[Vector]) -> String {
+    let mut h = Sha256::new();
+    for v in vectors {
+        h.update(&v.bytes);
+    }
+    mdevmig::auth::hex(&h.finalize())
+}

@@ -1,0 +1,222 @@
+//! The interface between mdevmig and a vendor's device-state knowledge.
+//!
+//! mdevmig proves *who* produced a state stream (the envelope); a vendor plugin proves
+//! the state *makes sense* for the destination device before the kernel driver sees
+//! it, and says which state versions it can produce and load and how the raw device
+//! stream is cut into named sections.
+//!
+//! # The raw stream and its sections
+//!
+//! The kernel hands out a device's state as one opaque byte stream (the VFIO data fd).
+//! A plugin describes that stream as a sequence of sections ([`SectionLayout`]). In the
+//! raw stream each section is an optional fixed *framing* prefix (which the plugin
+//! regenerates with [`VendorPlugin::framing`]) followed by the section's data. On the
+//! source the broker strips and checks the framing and ships the data; on the
+//! destination it writes the framing back in front of each kept section. A plugin
+//! whose raw stream is a single structure (mtty, hisi_acc) has one section and no
+//! framing.
+//!
+//! This crate is shared by the broker and every plugin, so it also holds the
+//! panic-free [`Reader`] that all parsers of untrusted bytes use.
+
+#![forbid(unsafe_code)]
+
+pub mod reader;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use reader::{Reader, Short, Trailing};
+
+/// A plugin's rejection: a stable dotted code (`vendor.mtty.bad_magic`) and a message
+/// a person can act on. Codes are listed in the broker's `spec/errors.md`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct VendorError {
+    /// Stable dotted code, always starting with `vendor.`.
+    pub code: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl VendorError {
+    /// Builds an error from a code and a message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// An inclusive window of state versions, `oldest..=newest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionWindow {
+    /// The oldest version in the window.
+    pub oldest: u32,
+    /// The newest version in the window.
+    pub newest: u32,
+}
+
+impl VersionWindow {
+    /// A window; callers keep `oldest <= newest`.
+    pub const fn new(oldest: u32, newest: u32) -> Self {
+        Self { oldest, newest }
+    }
+
+    /// True when `v` is inside the window.
+    pub fn contains(&self, v: u32) -> bool {
+        self.oldest <= v && v <= self.newest
+    }
+}
+
+impl std::fmt::Display for VersionWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.oldest, self.newest)
+    }
+}
+
+/// How a section's content is validated on the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    /// A structure: the broker buffers the whole section (bounded by
+    /// [`SectionSpec::max_len`]) and calls [`VendorPlugin::validate_section`] once.
+    Structured,
+    /// Bulk data (a framebuffer, firmware blob): validated chunk by chunk with
+    /// [`VendorPlugin::validate_bulk`], never buffered whole.
+    Bulk,
+}
+
+/// What a plugin says about one named section of a state version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionSpec {
+    /// Stable name, `[a-z0-9._-]{1,32}`, unique within a stream (`mtty.state`).
+    pub name: String,
+    /// The section's own format version.
+    pub version: u16,
+    /// A destination that does not know a required section must refuse the stream.
+    pub required: bool,
+    /// Host capability the destination needs to restore this section, if any.
+    pub capability: Option<String>,
+    /// The largest length this section can have; a longer one is refused.
+    pub max_len: u64,
+    /// How the destination validates it.
+    pub kind: SectionKind,
+}
+
+/// One section of a concrete raw state: its spec, its framing length in the raw
+/// stream and its data length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionLayout {
+    /// What the section is.
+    pub spec: SectionSpec,
+    /// Bytes of plugin framing that precede the data in the raw stream.
+    pub framing_len: u64,
+    /// Bytes of data.
+    pub len: u64,
+}
+
+/// A device instance as a plugin sees it: what must match between source and
+/// destination, and what the host offers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceInfo {
+    /// Vendor id (`mtty`, `hisi_acc`, `simgpu`).
+    pub vendor: String,
+    /// Device type (`mtty-2`, `vgpu-64m`).
+    pub device_type: String,
+    /// Configuration attributes that must match between source and destination
+    /// ("shell" devices: same type, different configuration).
+    pub attributes: BTreeMap<String, String>,
+    /// Host capabilities present where this device lives.
+    pub capabilities: BTreeSet<String>,
+}
+
+/// What a conversion does to one source section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionConversion {
+    /// Ship the section unchanged, under this spec.
+    Keep(SectionSpec),
+    /// Leave the section out of the converted state.
+    Drop,
+}
+
+/// A vendor's knowledge of its device state. Implementations must be panic-free on
+/// any input: every method that sees state bytes sees untrusted bytes.
+pub trait VendorPlugin: Send + Sync {
+    /// Vendor id carried in the envelope header.
+    fn vendor(&self) -> &'static str;
+
+    /// The plugin's own software version (semver), reported in descriptors.
+    fn plugin_version(&self) -> &'static str;
+
+    /// Device types this plugin handles.
+    fn device_types(&self) -> &'static [&'static str];
+
+    /// State versions this plugin can produce for `device_type`.
+    fn produces(&self, device_type: &str) -> Option<VersionWindow>;
+
+    /// State versions this plugin can load for `device_type`.
+    fn loads(&self, device_type: &str) -> Option<VersionWindow>;
+
+    /// Completes and checks a device's configuration attributes (defaults filled
+    /// in, unknown keys refused).
+    fn configure(
+        &self,
+        device_type: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, VendorError>;
+
+    /// Sections a state of `version` has for `device`, in stream order, as far as
+    /// they are known before seeing the state (names, versions, flags, bounds).
+    fn sections(&self, device: &DeviceInfo, version: u32) -> Result<Vec<SectionSpec>, VendorError>;
+
+    /// The exact layout of a raw state of `raw_len` bytes at `version`.
+    fn layout(
+        &self,
+        device: &DeviceInfo,
+        version: u32,
+        raw_len: u64,
+    ) -> Result<Vec<SectionLayout>, VendorError>;
+
+    /// The framing bytes that precede `spec`'s data of `len` bytes in the raw stream
+    /// (empty for plugins without framing).
+    fn framing(&self, spec: &SectionSpec, len: u64) -> Vec<u8> {
+        let _ = (spec, len);
+        Vec::new()
+    }
+
+    /// Validates a whole structured section against the destination device.
+    fn validate_section(
+        &self,
+        device: &DeviceInfo,
+        spec: &SectionSpec,
+        data: &[u8],
+    ) -> Result<(), VendorError>;
+
+    /// Validates `data` found at `offset` inside a bulk section.
+    fn validate_bulk(
+        &self,
+        device: &DeviceInfo,
+        spec: &SectionSpec,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), VendorError> {
+        let _ = (device, spec, offset, data);
+        Ok(())
+    }
+
+    /// Plans converting a state of version `from` into version `to`, section by
+    /// section (one entry per section of `sections`). The default converts nothing.
+    fn convert(
+        &self,
+        device: &DeviceInfo,
+        from: u32,
+        to: u32,
+        sections: &[SectionSpec],
+    ) -> Result<Vec<SectionConversion>, VendorError> {
+        let _ = (device, sections);
+        Err(VendorError::new(
+            "vendor.cannot_convert",
+            format!("{} cannot convert state version {from} to {to}", self.vendor()),
+        ))
+    }
+}
