@@ -11,5 +11,6 @@ pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod error;
+pub mod plugins;
 
 pub use error::{Code, Error, Result};

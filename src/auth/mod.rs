@@ -130,10 +130,15 @@ impl SigningKeyPair {
         self.key.sign(message).to_bytes()
     }
 
-    /// PKCS#8 PEM of the private key.
+    /// PKCS#8 PEM of the private key: the v1 form (RFC 8410 `PrivateKeyInfo`
+    /// without the optional public key), which is what `openssl genpkey` writes
+    /// and what every OpenSSL 3 release reads.
     pub fn private_pem(&self) -> Result<String> {
-        self.key
-            .to_pkcs8_pem(Default::default())
+        let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        };
+        v1.to_pkcs8_pem(Default::default())
             .map(|z| z.to_string())
             .map_err(|e| Error::new(Code::Internal, format!("encoding private key: {e}")))
     }
