@@ -6,13 +6,14 @@
 //! plugin is only ever asked about device types it lists (seed 004: GVT-g state must
 //! never reach an NVIDIA parser).
 
-use mdevmig_plugin_api::VendorPlugin;
+use mdevmig_plugin_api::{SimProvider, VendorPlugin};
 
 use crate::error::{Code, Error, Result};
 
 /// The plugins compiled into this build.
 pub struct Registry {
     plugins: Vec<Box<dyn VendorPlugin>>,
+    sims: Vec<(&'static str, Box<dyn SimProvider>)>,
 }
 
 impl Default for Registry {
@@ -24,12 +25,26 @@ impl Default for Registry {
 impl Registry {
     /// Every built-in plugin.
     pub fn builtin() -> Self {
-        Registry { plugins: Vec::new() }
+        Registry {
+            plugins: vec![
+                Box::new(mdevmig_mtty::MttyPlugin),
+                Box::new(mdevmig_hisi_acc::HisiAccPlugin),
+            ],
+            sims: vec![("mtty", Box::new(mdevmig_mtty::MttyPlugin))],
+        }
     }
 
     /// A registry of exactly these plugins (tests, embedders).
     pub fn with(plugins: Vec<Box<dyn VendorPlugin>>) -> Self {
-        Registry { plugins }
+        Registry {
+            plugins,
+            sims: Vec::new(),
+        }
+    }
+
+    /// The simulation provider of `vendor`, if it has one.
+    pub fn sim(&self, vendor: &str) -> Option<&dyn SimProvider> {
+        self.sims.iter().find(|(v, _)| *v == vendor).map(|(_, s)| s.as_ref())
     }
 
     /// The plugin for `vendor`, if any.
@@ -62,5 +77,10 @@ impl Registry {
 
 /// Every error code the built-in plugins can return, with its meaning.
 pub fn all_error_codes() -> Vec<(&'static str, &'static str)> {
-    Vec::new()
+    let mut v = Vec::new();
+    v.extend_from_slice(mdevmig_mtty::codes::TABLE);
+    v.extend_from_slice(mdevmig_hisi_acc::codes::TABLE);
+    v.sort();
+    v.dedup();
+    v
 }

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod reader;
+pub mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -219,4 +220,20 @@ pub trait VendorPlugin: Send + Sync {
             format!("{} cannot convert state version {from} to {to}", self.vendor()),
         ))
     }
+}
+
+/// Options a simulated device passes to its model: the seed and the spec's
+/// remaining `key=value` pairs.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Seed of the deterministic state.
+    pub seed: u64,
+    /// Device attributes as configured.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A plugin that can also simulate its device.
+pub trait SimProvider: Send + Sync {
+    /// A fresh simulated device state of `device_type`.
+    fn sim_model(&self, device_type: &str, opts: &SimOptions) -> Result<Box<dyn sim::SimModel>, VendorError>;
 }
