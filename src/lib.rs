@@ -5,11 +5,12 @@
 //! policy before a vendor plugin parses a byte, and the plugin validates the vendor
 //! structure before the kernel sees it.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod cli;
 pub mod codec;
+pub mod device;
 pub mod error;
 pub mod plugins;
 

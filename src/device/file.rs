@@ -1,0 +1,155 @@
+//! The file backend: raw vendor state in a file.
+//!
+//! Saving reads the file as if it were a device's STOP_COPY stream; restoring writes
+//! a new file. It is the way to import state captured elsewhere (a kernel's data fd
+//! dumped to disk) and to export validated state for offline analysis.
+//!
+//! It behaves as a device that supports only STOP_COPY. A restore writes to
+//! `<path>.mdevmig-partial` and renames it over `<path>` only at RESUMING → STOP, so
+//! a failed or reset restore never leaves a half-written file under the real name.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use mdevmig_plugin_api::DeviceInfo;
+
+use super::fsm::{self, MigState};
+use super::{DataRead, MigrationDevice, PrecopyInfo};
+use crate::error::{Code, Error, Result};
+
+enum Stream {
+    None,
+    Reading(File),
+    Writing(File),
+}
+
+/// A file standing in for a device.
+pub struct FileDevice {
+    path: PathBuf,
+    info: DeviceInfo,
+    state: MigState,
+    stream: Stream,
+}
+
+impl FileDevice {
+    /// A device backed by `path` (which need not exist until a save reads it).
+    pub fn new(path: PathBuf, info: DeviceInfo) -> Self {
+        FileDevice {
+            path,
+            info,
+            state: MigState::Running,
+            stream: Stream::None,
+        }
+    }
+
+    fn partial(&self) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push(".mdevmig-partial");
+        PathBuf::from(s)
+    }
+
+    fn arc(&mut self, from: MigState, to: MigState) -> Result<()> {
+        match (from, to) {
+            (MigState::Stop, MigState::StopCopy) => {
+                let f = File::open(&self.path)
+                    .map_err(|e| Error::io(Code::DeviceData, self.path.display(), &e))?;
+                self.stream = Stream::Reading(f);
+            }
+            (MigState::Stop, MigState::Resuming) => {
+                let f = File::create(self.partial())
+                    .map_err(|e| Error::io(Code::DeviceData, self.partial().display(), &e))?;
+                self.stream = Stream::Writing(f);
+            }
+            (MigState::Resuming, MigState::Stop) => {
+                if let Stream::Writing(f) = std::mem::replace(&mut self.stream, Stream::None) {
+                    f.sync_all()
+                        .map_err(|e| Error::io(Code::DeviceLoad, self.partial().display(), &e))?;
+                    std::fs::rename(self.partial(), &self.path)
+                        .map_err(|e| Error::io(Code::DeviceLoad, self.path.display(), &e))?;
+                }
+            }
+            _ => self.stream = Stream::None,
+        }
+        Ok(())
+    }
+}
+
+impl MigrationDevice for FileDevice {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn migration_flags(&self) -> u64 {
+        fsm::FLAG_STOP_COPY
+    }
+
+    fn state(&mut self) -> Result<MigState> {
+        Ok(self.state)
+    }
+
+    fn set_state(&mut self, target: MigState) -> Result<()> {
+        let steps = fsm::path(fsm::FLAG_STOP_COPY, self.state, target).ok_or_else(|| {
+            Error::new(
+                Code::DeviceTransition,
+                format!("{} -> {target} is not valid", self.state),
+            )
+        })?;
+        for next in steps {
+            if let Err(e) = self.arc(self.state, next) {
+                self.state = MigState::Error;
+                self.stream = Stream::None;
+                let _ = std::fs::remove_file(self.partial());
+                return Err(e);
+            }
+            self.state = next;
+        }
+        Ok(())
+    }
+
+    fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {
+        let Stream::Reading(f) = &mut self.stream else {
+            return Err(Error::new(
+                Code::DeviceData,
+                format!("no saving stream in {}", self.state),
+            ));
+        };
+        match f.read(buf) {
+            Ok(0) => Ok(DataRead::End),
+            Ok(n) => Ok(DataRead::Data(n)),
+            Err(e) => Err(Error::io(Code::DeviceData, self.path.display(), &e)),
+        }
+    }
+
+    fn write_data(&mut self, buf: &[u8]) -> Result<()> {
+        let Stream::Writing(f) = &mut self.stream else {
+            return Err(Error::new(
+                Code::DeviceData,
+                format!("no resuming stream in {}", self.state),
+            ));
+        };
+        f.write_all(buf)
+            .map_err(|e| Error::io(Code::DeviceData, self.path.display(), &e))
+    }
+
+    fn data_size(&mut self) -> Result<u64> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| Error::io(Code::DeviceData, self.path.display(), &e))
+    }
+
+    fn precopy_info(&mut self) -> Result<PrecopyInfo> {
+        Err(Error::new(Code::DeviceData, "file devices have no PRE_COPY"))
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.stream = Stream::None;
+        let _ = std::fs::remove_file(self.partial());
+        self.state = MigState::Running;
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! Device specs on the command line.
+//!
+//! ```text
+//! sim:<plugin>/<type>[,seed=N][,flags=N][,versions=LO..HI][,caps=a+b][,key=value...]
+//! file:<path>,plugin=<p>,type=<t>[,key=value...]
+//! vfio:<mdev uuid or sysfs path>
+//! ```
+//!
+//! For `sim:` devices, `seed` picks the deterministic state, `flags` the VFIO
+//! migration flags (default 7: STOP_COPY|P2P|PRE_COPY), `versions` narrows the state
+//! versions the plugin produces and loads on this host (standing in for an older or
+//! newer plugin), `caps` lists host capabilities (`+`-separated); every other
+//! `key=value` is a device configuration attribute the plugin checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use mdevmig_plugin_api::{DeviceInfo, SimOptions, VersionWindow};
+
+use super::fsm;
+use super::MigrationDevice;
+use crate::error::{Code, Error, Result};
+use crate::plugins::Registry;
+
+/// A parsed device spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// A simulated device.
+    Sim {
+        /// Vendor plugin.
+        vendor: String,
+        /// Device type.
+        device_type: String,
+        /// State seed.
+        seed: u64,
+        /// VFIO migration flags.
+        flags: u64,
+        /// Narrowed version window, if any.
+        versions: Option<VersionWindow>,
+        /// Host capabilities.
+        caps: BTreeSet<String>,
+        /// Configuration attributes.
+        attributes: BTreeMap<String, String>,
+    },
+    /// Raw state in a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Vendor plugin.
+        vendor: String,
+        /// Device type.
+        device_type: String,
+        /// Configuration attributes.
+        attributes: BTreeMap<String, String>,
+    },
+    /// A real VFIO device.
+    Vfio {
+        /// A sysfs device path, or an mdev UUID.
+        path: String,
+    },
+}
+
+fn bad(spec: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(Code::DeviceSpec, format!("device spec {spec:?}: {why}"))
+}
+
+/// Parses `LO..HI` (or a single `N`).
+pub fn parse_window(s: &str) -> Option<VersionWindow> {
+    let (lo, hi) = s.split_once("..").unwrap_or((s, s));
+    let (lo, hi) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (1 <= lo && lo <= hi).then_some(VersionWindow::new(lo, hi))
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let (scheme, rest) = spec
+            .split_once(':')
+            .ok_or_else(|| bad(spec, "expected sim:, file: or vfio:"))?;
+        let mut parts = rest.split(',');
+        let head = parts.next().unwrap_or("");
+        let mut kv = BTreeMap::new();
+        for p in parts {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| bad(spec, format!("{p:?} is not key=value")))?;
+            if kv.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(bad(spec, format!("{k} given twice")));
+            }
+        }
+        match scheme {
+            "sim" => {
+                let (vendor, device_type) = head
+                    .split_once('/')
+                    .ok_or_else(|| bad(spec, "expected sim:<plugin>/<type>"))?;
+                let seed = match kv.remove("seed") {
+                    Some(s) => s.parse().map_err(|_| bad(spec, "seed is not a number"))?,
+                    None => 1,
+                };
+                let flags = match kv.remove("flags") {
+                    Some(s) => parse_u64(&s).ok_or_else(|| bad(spec, "flags is not a number"))?,
+                    None => fsm::FLAG_STOP_COPY | fsm::FLAG_P2P | fsm::FLAG_PRE_COPY,
+                };
+                let versions = match kv.remove("versions") {
+                    Some(s) => Some(parse_window(&s).ok_or_else(|| bad(spec, "versions must be LO..HI"))?),
+                    None => None,
+                };
+                let caps = kv
+                    .remove("caps")
+                    .map(|c| c.split('+').filter(|s| !s.is_empty()).map(String::from).collect())
+                    .unwrap_or_default();
+                Ok(DeviceSpec::Sim {
+                    vendor: vendor.into(),
+                    device_type: device_type.into(),
+                    seed,
+                    flags,
+                    versions,
+                    caps,
+                    attributes: kv,
+                })
+            }
+            "file" => {
+                let vendor = kv
+                    .remove("plugin")
+                    .ok_or_else(|| bad(spec, "file: needs plugin=<p>"))?;
+                let device_type = kv
+                    .remove("type")
+                    .ok_or_else(|| bad(spec, "file: needs type=<t>"))?;
+                if head.is_empty() {
+                    return Err(bad(spec, "file: needs a path"));
+                }
+                Ok(DeviceSpec::File {
+                    path: head.into(),
+                    vendor,
+                    device_type,
+                    attributes: kv,
+                })
+            }
+            "vfio" => {
+                if head.is_empty() || !kv.is_empty() {
+                    return Err(bad(spec, "expected vfio:<mdev uuid or sysfs path>"));
+                }
+                Ok(DeviceSpec::Vfio { path: head.into() })
+            }
+            other => Err(bad(spec, format!("unknown scheme {other:?}"))),
+        }
+    }
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// What a host offers for a device beyond the plugin's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct HostOverrides {
+    /// The version window this host's plugin is pinned to, if narrowed.
+    pub versions: Option<VersionWindow>,
+}
+
+/// Builds the device info for a vendor/type/attributes through its plugin.
+pub fn device_info(
+    registry: &Registry,
+    vendor: &str,
+    device_type: &str,
+    attributes: &BTreeMap<String, String>,
+    caps: BTreeSet<String>,
+) -> Result<DeviceInfo> {
+    let plugin = registry.for_state(vendor, device_type)?;
+    let attributes = plugin.configure(device_type, attributes)?;
+    Ok(DeviceInfo {
+        vendor: vendor.into(),
+        device_type: device_type.into(),
+        attributes,
+        capabilities: caps,
+    })
+}
+
+/// Opens the device a spec names.
+pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, HostOverrides)> {
+    match spec {
+        DeviceSpec::Sim {
+            vendor,
+            device_type,
+            seed,
+            flags,
+            versions,
+            caps,
+            attributes,
+        } => {
+            let info = device_info(registry, vendor, device_type, attributes, caps.clone())?;
+            let sim = registry.sim(vendor).ok_or_else(|| {
+                Error::new(
+                    Code::DeviceSpec,
+                    format!("plugin {vendor} has no simulated device"),
+                )
+            })?;
+            let model = sim.sim_model(
+                device_type,
+                &SimOptions {
+                    seed: *seed,
+                    attributes: info.attributes.clone(),
+                },
+            )?;
+            let dev = super::sim::SimDevice::new(info, *flags, model);
+            Ok((Box::new(dev), HostOverrides { versions: *versions }))
+        }
+        DeviceSpec::File {
+            path,
+            vendor,
+            device_type,
+            attributes,
+        } => {
+            let info = device_info(registry, vendor, device_type, attributes, BTreeSet::new())?;
+            Ok((
+                Box::new(super::file::FileDevice::new(path.clone(), info)),
+                HostOverrides::default(),
+            ))
+        }
+        DeviceSpec::Vfio { path } => {
+            let dev = super::vfio::VfioBackend::open(path, registry)?;
+            Ok((Box::new(dev), HostOverrides::default()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let s: DeviceSpec = "sim:simgpu/vgpu-64m,seed=7,versions=1..2,caps=a+b,heads=2"
+            .parse()
+            .unwrap();
+        match s {
+            DeviceSpec::Sim {
+                seed,
+                versions,
+                caps,
+                attributes,
+                ..
+            } => {
+                assert_eq!(seed, 7);
+                assert_eq!(versions, Some(VersionWindow::new(1, 2)));
+                assert_eq!(caps.len(), 2);
+                assert_eq!(attributes["heads"], "2");
+            }
+            _ => panic!(),
+        }
+        assert!(matches!(
+            "file:/tmp/x,plugin=mtty,type=mtty-2"
+                .parse::<DeviceSpec>()
+                .unwrap(),
+            DeviceSpec::File { .. }
+        ));
+        assert!(matches!(
+            "vfio:83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
+                .parse::<DeviceSpec>()
+                .unwrap(),
+            DeviceSpec::Vfio { .. }
+        ));
+        for bad in [
+            "nope",
+            "sim:mtty",
+            "file:,plugin=a,type=b",
+            "file:/x,type=b",
+            "sim:a/b,seed",
+            "sim:a/b,versions=3..1",
+            "vfio:",
+        ] {
+            assert_eq!(
+                bad.parse::<DeviceSpec>().unwrap_err().code,
+                Code::DeviceSpec,
+                "{bad}"
+            );
+        }
+    }
+}
