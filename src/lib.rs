@@ -8,8 +8,10 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod codec;
+pub mod compat;
 pub mod device;
 pub mod error;
 pub mod plugins;

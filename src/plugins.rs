@@ -44,7 +44,10 @@ impl Registry {
 
     /// The simulation provider of `vendor`, if it has one.
     pub fn sim(&self, vendor: &str) -> Option<&dyn SimProvider> {
-        self.sims.iter().find(|(v, _)| *v == vendor).map(|(_, s)| s.as_ref())
+        self.sims
+            .iter()
+            .find(|(v, _)| *v == vendor)
+            .map(|(_, s)| s.as_ref())
     }
 
     /// The plugin for `vendor`, if any.

@@ -6,7 +6,9 @@
 //! 3 incompatible, 4 stream rejected, 5 device error, 1 anything else; a `FILE` of
 //! `-` means stdin or stdout.
 
+mod demo;
 mod inspect;
+pub mod migrate;
 pub mod output;
 
 use std::io::{Read, Write};
@@ -57,6 +59,60 @@ enum Command {
         /// Require the stream to be bound to this session nonce (64 hex digits).
         #[arg(long)]
         session: Option<String>,
+    },
+    /// Save a device's state into a signed envelope.
+    Save {
+        /// sim:<plugin>/<type>[,seed=N][,k=v...] | file:<path>,plugin=<p>,type=<t> | vfio:<uuid or sysfs path>
+        #[arg(long)]
+        device: String,
+        /// Signing key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Output file, or - for stdout.
+        #[arg(short = 'o', long = "output")]
+        output: String,
+        /// Use PRE_COPY when the device supports it: initial bytes flow before STOP_COPY.
+        #[arg(long)]
+        precopy: bool,
+        /// Emit this state version (down-converting through the plugin).
+        #[arg(long = "state-version")]
+        state_version: Option<u32>,
+        /// Bind the stream to the destination's session nonce (64 hex digits).
+        #[arg(long)]
+        session: Option<String>,
+        /// Chunk size in bytes (power of two, 4096..16777216).
+        #[arg(long, default_value_t = crate::codec::limits::DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+    },
+    /// Verify, validate and load a signed envelope into a device.
+    Restore {
+        /// The destination device spec.
+        #[arg(long)]
+        device: String,
+        /// Trust store: a .pub file or a directory of them.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Input file, or - for stdin.
+        #[arg(short = 'i', long = "input")]
+        input: String,
+        /// Leave the device RUNNING (default: STOP, for the VMM to resume).
+        #[arg(long)]
+        resume: bool,
+        /// Require the stream to be bound to this session nonce (64 hex digits).
+        #[arg(long)]
+        session: Option<String>,
+        /// Operator policy file (JSON).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Allow skipping this section (optional, or capability-bound); repeatable.
+        #[arg(long = "allow-skip")]
+        allow_skip: Vec<String>,
+    },
+    /// Run a whole migration on simulated devices and explain each step.
+    Demo {
+        /// Framebuffer size of the simulated vGPU.
+        #[arg(long, default_value = "vgpu-64m")]
+        device_type: String,
     },
 }
 
@@ -120,6 +176,48 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
         Command::Keygen { out: prefix } => Ok(keygen(&prefix, out)?),
         Command::Inspect { file, trust } => inspect::run(&file, trust.as_deref(), out),
         Command::Verify { file, trust, session } => Ok(verify(&file, &trust, session.as_deref(), out)?),
+        Command::Save {
+            device,
+            key,
+            output,
+            precopy,
+            state_version,
+            session,
+            chunk_size,
+        } => Ok(migrate::save(
+            migrate::SaveArgs {
+                device: &device,
+                key: &key,
+                output: &output,
+                precopy,
+                version: state_version,
+                session: session.as_deref(),
+                chunk_size,
+            },
+            out,
+        )?),
+        Command::Restore {
+            device,
+            trust,
+            input,
+            resume,
+            session,
+            policy,
+            allow_skip,
+        } => Ok(migrate::restore(
+            migrate::RestoreArgs {
+                device: &device,
+                trust: &trust,
+                input: &input,
+                resume,
+                session: session.as_deref(),
+                policy: policy.as_deref(),
+                allow_skip: &allow_skip,
+                load_window: None,
+            },
+            out,
+        )?),
+        Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
 }
 

@@ -1,0 +1,248 @@
+//! `save`, `restore` and the progress display.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::output::Out;
+use super::{open_input, open_output, parse_nonce};
+use crate::auth::{hex, SigningKeyPair, TrustStore};
+use crate::broker::{self, RestoreOptions, SaveOptions};
+use crate::compat::Policy;
+use crate::device::{self, DeviceSpec};
+use crate::error::{Code, Error, Result};
+use crate::plugins::Registry;
+
+/// Shows progress on stderr when it is a terminal and the state is large.
+pub struct Progress<T> {
+    inner: T,
+    total: u64,
+    done: u64,
+    label: &'static str,
+    last: Instant,
+    start: Instant,
+    enabled: bool,
+}
+
+/// States at least this large get a progress bar.
+const PROGRESS_MIN: u64 = 64 << 20;
+
+impl<T> Progress<T> {
+    /// Wraps `inner`; `total` is the expected byte count (0 if unknown).
+    pub fn new(inner: T, total: u64, label: &'static str) -> Self {
+        let now = Instant::now();
+        Progress {
+            inner,
+            total,
+            done: 0,
+            label,
+            last: now,
+            start: now,
+            enabled: std::io::stderr().is_terminal() && total >= PROGRESS_MIN,
+        }
+    }
+
+    fn tick(&mut self, n: usize) {
+        self.done += n as u64;
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last = Instant::now();
+        let pct = (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(0);
+        let bar = "#".repeat((pct / 4) as usize);
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r{} [{bar:<25}] {pct:>3}% {:>6} MiB  {:>6.0} MiB/s",
+            self.label,
+            self.done >> 20,
+            self.done as f64 / secs / 1048576.0
+        );
+    }
+
+    /// Clears the progress line.
+    pub fn finish(&self) {
+        if self.enabled {
+            eprint!("\r{:80}\r", "");
+        }
+    }
+}
+
+impl<T: Write> Write for Progress<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.tick(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Read> Read for Progress<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tick(n);
+        Ok(n)
+    }
+}
+
+/// Arguments of `save`.
+pub struct SaveArgs<'a> {
+    pub device: &'a str,
+    pub key: &'a Path,
+    pub output: &'a str,
+    pub precopy: bool,
+    pub version: Option<u32>,
+    pub session: Option<&'a str>,
+    pub chunk_size: u32,
+}
+
+pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
+    let registry = Registry::builtin();
+    let key = SigningKeyPair::load(a.key)?;
+    let spec: DeviceSpec = a.device.parse()?;
+    let (mut dev, host) = device::open(&spec, &registry)?;
+    let opts = SaveOptions {
+        precopy: a.precopy,
+        version: a.version,
+        session: a.session.map(parse_nonce).transpose()?,
+        chunk_size: a.chunk_size,
+        omit: Vec::new(),
+        produce_window: host.versions,
+    };
+    let total = dev.data_size().unwrap_or(0);
+    let sink = Progress::new(open_output(a.output)?, total, "save");
+    let report = broker::save(&mut *dev, &registry, &key, sink, &opts)?;
+    let h = &report.header;
+    let mut text = format!(
+        "saved {} {} state v{} (min v{}): {} sections, {} bytes, signed by {}{}\n",
+        h.vendor,
+        h.device_type,
+        h.state_version,
+        h.min_version,
+        h.sections.len(),
+        h.total_len().unwrap_or(0),
+        h.key_id,
+        if report.precopy_bytes > 0 {
+            format!(", {} bytes during PRE_COPY", report.precopy_bytes)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(d) = report.state_digest {
+        text.push_str(&format!("state-digest: {}\n", hex(&d)));
+    }
+    let value = json!({
+        "vendor": h.vendor, "device_type": h.device_type,
+        "state_version": h.state_version, "min_version": h.min_version,
+        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "length": s.length})).collect::<Vec<_>>(),
+        "total_len": h.total_len().ok(), "raw_bytes": report.raw_bytes, "precopy_bytes": report.precopy_bytes,
+        "key_id": h.key_id.to_string(), "session_bound": h.session_bound(),
+        "state_digest": report.state_digest.map(|d| hex(&d)),
+    });
+    if a.output == "-" {
+        // stdout carries the stream: the report goes to stderr.
+        if out.json {
+            let mut v = value;
+            v["ok"] = json!(true);
+            eprintln!("{v}");
+        } else {
+            eprint!("{text}");
+        }
+    } else {
+        out.ok(&text, value);
+    }
+    Ok(())
+}
+
+/// Arguments of `restore`.
+pub struct RestoreArgs<'a> {
+    pub device: &'a str,
+    pub trust: &'a Path,
+    pub input: &'a str,
+    pub resume: bool,
+    pub session: Option<&'a str>,
+    pub policy: Option<&'a Path>,
+    pub allow_skip: &'a [String],
+    pub load_window: Option<mdevmig_plugin_api::VersionWindow>,
+}
+
+pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
+    let registry = Registry::builtin();
+    let trust = TrustStore::load(a.trust)?;
+    let spec: DeviceSpec = a.device.parse()?;
+    let (mut dev, host) = device::open(&spec, &registry)?;
+    let mut policy = match a.policy {
+        Some(p) => load_policy(p)?,
+        None => Policy::default(),
+    };
+    policy.allow_skip.extend(a.allow_skip.iter().cloned());
+    let opts = RestoreOptions {
+        session: a.session.map(parse_nonce).transpose()?,
+        policy,
+        resume: a.resume,
+        load_window: host.versions.or(a.load_window),
+        ..RestoreOptions::default()
+    };
+    let src = Progress::new(
+        open_input(a.input)?,
+        if a.input == "-" { 0 } else { file_len(a.input) },
+        "restore",
+    );
+    let report = broker::restore(&mut *dev, &registry, &trust, src, &opts)?;
+    let h = &report.header;
+    let skipped: Vec<&str> = report
+        .verdict
+        .sections
+        .iter()
+        .filter(|s| s.action == crate::compat::Action::Skip)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut text = format!(
+        "restored {} {} state v{}: {} bytes written, device left in {}{}\n",
+        h.vendor,
+        h.device_type,
+        h.state_version,
+        report.written,
+        report.final_state,
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", skipped {}", skipped.join(", "))
+        }
+    );
+    if let Some(d) = report.state_digest {
+        text.push_str(&format!("state-digest: {}\n", hex(&d)));
+    }
+    out.ok(
+        &text,
+        json!({
+            "vendor": h.vendor, "device_type": h.device_type, "state_version": h.state_version,
+            "written": report.written, "device_state": report.final_state.to_string(),
+            "skipped": skipped, "verdict": report.verdict,
+            "state_digest": report.state_digest.map(|d| hex(&d)),
+        }),
+    );
+    Ok(())
+}
+
+fn file_len(p: &str) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Reads an operator policy file (JSON, see `spec/compat.md`).
+pub fn load_policy(path: &Path) -> Result<Policy> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
+    if text.len() > 1 << 20 {
+        return Err(Error::new(
+            Code::InputTooLarge,
+            format!("{}: policy larger than 1 MiB", path.display()),
+        ));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| Error::new(Code::BadDescriptor, format!("{}: {e}", path.display())))
+}
