@@ -29,8 +29,12 @@ impl Registry {
             plugins: vec![
                 Box::new(mdevmig_mtty::MttyPlugin),
                 Box::new(mdevmig_hisi_acc::HisiAccPlugin),
+                Box::new(mdevmig_simgpu::SimGpuPlugin::new()),
             ],
-            sims: vec![("mtty", Box::new(mdevmig_mtty::MttyPlugin))],
+            sims: vec![
+                ("mtty", Box::new(mdevmig_mtty::MttyPlugin)),
+                ("simgpu", Box::new(mdevmig_simgpu::SimGpuPlugin::new())),
+            ],
         }
     }
 
@@ -83,6 +87,7 @@ pub fn all_error_codes() -> Vec<(&'static str, &'static str)> {
     let mut v = Vec::new();
     v.extend_from_slice(mdevmig_mtty::codes::TABLE);
     v.extend_from_slice(mdevmig_hisi_acc::codes::TABLE);
+    v.extend_from_slice(mdevmig_simgpu::codes::TABLE);
     v.sort();
     v.dedup();
     v

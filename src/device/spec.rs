@@ -199,11 +199,17 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
                     format!("plugin {vendor} has no simulated device"),
                 )
             })?;
+            // A host pinned to an older plugin window produces that window's newest
+            // state version.
+            let mut attributes = info.attributes.clone();
+            if let Some(w) = versions {
+                attributes.insert("version".into(), w.newest.to_string());
+            }
             let model = sim.sim_model(
                 device_type,
                 &SimOptions {
                     seed: *seed,
-                    attributes: info.attributes.clone(),
+                    attributes,
                 },
             )?;
             let dev = super::sim::SimDevice::new(info, *flags, model);

@@ -55,18 +55,39 @@ pub const ALL: &[&str] = &[
 
 /// Every code with its one-line meaning, as listed in `spec/errors.md`.
 pub const TABLE: &[(&str, &str)] = &[
-    (BAD_LENGTH, "the state is not exactly 24 + 36 * nr_ports bytes for the destination type"),
+    (
+        BAD_LENGTH,
+        "the state is not exactly 24 + 36 * nr_ports bytes for the destination type",
+    ),
     (BAD_MAGIC, "the mtty_data magic is not 0x7e9d09898c3e2c4e"),
     (BAD_VERSION, "the mtty_data major/minor version is not 1/0"),
     (BAD_FLAGS, "the mtty_data flags field is not 0"),
     (PORT_COUNT, "nr_ports is not the destination type's port count"),
     (PADDING, "a serial_port padding byte is not zero"),
-    (FIFO_INDEX, "a FIFO head or tail index is outside the 16-byte FIFO"),
-    (FIFO_COUNT, "a FIFO count is above 16 or disagrees with head and tail"),
+    (
+        FIFO_INDEX,
+        "a FIFO head or tail index is outside the 16-byte FIFO",
+    ),
+    (
+        FIFO_COUNT,
+        "a FIFO count is above 16 or disagrees with head and tail",
+    ),
     (FIFO_SIZE, "max_fifo_size is not 1 or 16, or disagrees with FCR"),
-    (REGISTER, "a UART register or flag holds a value the driver never stores"),
+    (
+        REGISTER,
+        "a UART register or flag holds a value the driver never stores",
+    ),
     (DEVICE_TYPE, "the device type is not mtty-1 or mtty-2"),
-    (ATTRIBUTE, "an mtty attribute is unknown or does not fit the device type"),
-    (UNSUPPORTED_VERSION, "the state version is outside the mtty plugin's window"),
-    (UNKNOWN_SECTION, "a section other than mtty.state v1 was handed to the mtty plugin"),
+    (
+        ATTRIBUTE,
+        "an mtty attribute is unknown or does not fit the device type",
+    ),
+    (
+        UNSUPPORTED_VERSION,
+        "the state version is outside the mtty plugin's window",
+    ),
+    (
+        UNKNOWN_SECTION,
+        "a section other than mtty.state v1 was handed to the mtty plugin",
+    ),
 ];

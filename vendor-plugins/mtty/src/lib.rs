@@ -31,9 +31,9 @@
 pub mod codes;
 pub mod format;
 mod plugin;
+pub mod sim;
 pub mod uart;
 pub mod validate;
-pub mod sim;
 
 pub use format::{MttyState, MttyType, Rxtx, SerialPort};
 pub use plugin::{MttyPlugin, SECTION_NAME, SECTION_VERSION, STATE_VERSION};

@@ -24,7 +24,11 @@ impl MttySim {
     /// A device of `ty`: a fresh device for seed 0, otherwise a busy one (scratch
     /// registers and loopback FIFO contents derived from the seed).
     pub fn new(ty: MttyType, opts: &SimOptions) -> Self {
-        let mut state = if opts.seed == 0 { MttyState::default_for(ty) } else { MttyState::busy_for(ty) };
+        let mut state = if opts.seed == 0 {
+            MttyState::default_for(ty)
+        } else {
+            MttyState::busy_for(ty)
+        };
         if opts.seed != 0 {
             let seed = opts.seed.to_le_bytes();
             for (i, port) in state.ports_mut().iter_mut().enumerate() {
@@ -52,7 +56,9 @@ impl SimModel for MttySim {
     }
 
     fn read_raw(&mut self, offset: u64, buf: &mut [u8]) -> usize {
-        let Ok(offset) = usize::try_from(offset) else { return 0 };
+        let Ok(offset) = usize::try_from(offset) else {
+            return 0;
+        };
         let src = self.snapshot.get(offset..).unwrap_or(&[]);
         let n = src.len().min(buf.len());
         if let (Some(dst), Some(src)) = (buf.get_mut(..n), src.get(..n)) {
@@ -71,7 +77,10 @@ impl SimModel for MttySim {
 
     fn load_data(&mut self, data: &[u8]) -> Result<(), VendorError> {
         if self.loading.len().saturating_add(data.len()) > MAX_LOAD {
-            return Err(VendorError::new(crate::codes::BAD_LENGTH, "more data than an mtty state holds"));
+            return Err(VendorError::new(
+                crate::codes::BAD_LENGTH,
+                "more data than an mtty state holds",
+            ));
         }
         self.loading.extend_from_slice(data);
         Ok(())
@@ -81,7 +90,10 @@ impl SimModel for MttySim {
         // What the driver checks: the header and exact size for its port count.
         let loaded = MttyState::parse(&self.loading)?;
         if loaded.mtty_type() != self.ty {
-            return Err(VendorError::new(crate::codes::PORT_COUNT, "state for another port count"));
+            return Err(VendorError::new(
+                crate::codes::PORT_COUNT,
+                "state for another port count",
+            ));
         }
         self.state = loaded;
         self.loading.clear();
@@ -98,13 +110,12 @@ impl SimModel for MttySim {
 }
 
 impl mdevmig_plugin_api::SimProvider for crate::MttyPlugin {
-    fn sim_model(
-        &self,
-        device_type: &str,
-        opts: &SimOptions,
-    ) -> Result<Box<dyn SimModel>, VendorError> {
+    fn sim_model(&self, device_type: &str, opts: &SimOptions) -> Result<Box<dyn SimModel>, VendorError> {
         let ty = MttyType::from_device_type(device_type).ok_or_else(|| {
-            VendorError::new(crate::codes::DEVICE_TYPE, format!("unknown mtty type {device_type:?}"))
+            VendorError::new(
+                crate::codes::DEVICE_TYPE,
+                format!("unknown mtty type {device_type:?}"),
+            )
         })?;
         Ok(Box::new(MttySim::new(ty, opts)))
     }
