@@ -515,11 +515,8 @@ fn the_v2_region_carries_the_envelope_through_a_data_stream() {
     r.set_state(MigState::StopCopy).unwrap();
     let mut stream = Vec::new();
     let mut buf = [0u8; 100];
-    loop {
-        match r.read_data(&mut buf).unwrap() {
-            DataRead::Data(n) => stream.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
+    while let DataRead::Data(n) = r.read_data(&mut buf).unwrap() {
+        stream.extend_from_slice(&buf[..n]);
     }
     r.set_state(MigState::Stop).unwrap();
     assert_eq!(&stream[..8], b"\x89MDEVMIG");
