@@ -49,11 +49,12 @@ codes! {
     HeaderLength = "format.header_length", "header_len disagrees with the header's encoded content";
     ReservedNonzero = "format.reserved_nonzero", "a reserved field is not zero";
     UnknownFlags = "format.unknown_flags", "a flags field has a bit this format version does not define";
-    BadString = "format.bad_string", "a vendor, type or section name is empty or has a byte outside [a-z0-9._-]";
+    BadString = "format.bad_string", "a vendor, type, section or attribute name or value is empty or has a byte outside its alphabet";
     BadVersionWindow = "format.bad_version_window", "state_version or min_version is zero, or min_version exceeds state_version";
     BadChunkSize = "format.bad_chunk_size", "chunk_size is not a power of two within the allowed range";
     NoSections = "format.no_sections", "the section table is empty";
     DuplicateSection = "format.duplicate_section", "two sections in the table have the same name";
+    AttributeOrder = "format.attribute_order", "device attributes are not in strictly ascending name order";
     UnboundNonce = "format.unbound_nonce", "the session nonce is not zero although the stream is not session-bound";
     BadRecordKind = "format.bad_record_kind", "a record has a kind byte that is neither chunk nor trailer";
     BadChunkLength = "format.bad_chunk_length", "a chunk's data length is zero, above chunk_size, or not the canonical length";
@@ -66,7 +67,8 @@ codes! {
     BadDescriptor = "format.bad_descriptor", "a descriptor or policy document is malformed";
 
     // limit: a declared size is past a documented cap.
-    HeaderTooLarge = "limit.header_too_large", "header_len is above the 4096-byte cap";
+    HeaderTooLarge = "limit.header_too_large", "header_len is above the 8192-byte cap";
+    TooManyAttributes = "limit.too_many_attributes", "the header has more than 16 device attributes";
     StringTooLong = "limit.string_too_long", "a vendor, type or section name is longer than its cap";
     TooManySections = "limit.too_many_sections", "the section table has more than 64 entries";
     ChunkTooLarge = "limit.chunk_too_large", "chunk_size or a chunk's length is above the 16 MiB cap";

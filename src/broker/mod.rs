@@ -253,6 +253,7 @@ fn save_inner(
         stream_id,
         vendor: info.vendor.clone(),
         device_type: info.device_type.clone(),
+        attributes: info.attributes.clone(),
         sections: layout
             .iter()
             .zip(&plan)

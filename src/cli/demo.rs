@@ -79,6 +79,7 @@ fn run_for(vendor: &str, device_type: &str, out: Out) -> Result<()> {
         device_type: device_type.into(),
         state_version: produce.newest,
         min_version: produce.oldest,
+        attributes: src.info().attributes.clone(),
         sections: plugin
             .sections(src.info(), produce.newest)?
             .iter()

@@ -5,7 +5,7 @@
 //!   0     8 magic            89 4d 44 45 56 4d 49 47  ("\x89MDEVMIG")
 //!   8     2 format_version   1
 //!  10     2 reserved         0
-//!  12     4 header_len       total header bytes, prefix and signature included (<= 4096)
+//!  12     4 header_len       total header bytes, prefix and signature included (<= 8192)
 //!  16     4 flags            bit 0 SESSION_BOUND; other bits 0
 //!  20     4 state_version    >= 1
 //!  24     4 min_version      1 <= min_version <= state_version
@@ -15,6 +15,8 @@
 //!  96    16 stream_id        random per stream
 //! 112     1 vendor_len       1..=32, then vendor bytes [a-z0-9._-]
 //!         1 type_len         1..=64, then type bytes [a-z0-9._-]
+//!         1 attr_count       0..=16, then attr_count device attributes, names strictly ascending:
+//!             1 name_len 1..=32, name [a-z0-9._-], 1 value_len 1..=32, value [a-z0-9._:+-]
 //!         2 section_count    1..=64, then section_count entries:
 //!             1 name_len 1..=32, name, 2 version, 2 flags (bit 0 REQUIRED), 8 length
 //!        64 signature        ed25519 over HEADER_CONTEXT || all preceding header bytes
@@ -76,6 +78,9 @@ pub struct Header {
     pub vendor: String,
     /// Device type.
     pub device_type: String,
+    /// The source device's configuration attributes ("shell" devices: same type,
+    /// different configuration), names in ascending order.
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// Sections in stream order.
     pub sections: Vec<SectionEntry>,
 }
@@ -167,6 +172,19 @@ impl Header {
         }
         check_name("vendor", self.vendor.as_bytes(), MAX_VENDOR_LEN)?;
         check_name("device type", self.device_type.as_bytes(), MAX_TYPE_LEN)?;
+        if self.attributes.len() > usize::from(MAX_ATTRIBUTES) {
+            return Err(Error::new(
+                Code::TooManyAttributes,
+                format!(
+                    "{} device attributes, more than {MAX_ATTRIBUTES}",
+                    self.attributes.len()
+                ),
+            ));
+        }
+        for (k, v) in &self.attributes {
+            check_name("attribute name", k.as_bytes(), MAX_ATTR_LEN)?;
+            check_value(v.as_bytes())?;
+        }
         if self.sections.is_empty() {
             return Err(Error::new(Code::NoSections, "the section table is empty"));
         }
@@ -218,6 +236,13 @@ impl Header {
         b.extend_from_slice(&self.stream_id);
         put_name(&mut b, &self.vendor)?;
         put_name(&mut b, &self.device_type)?;
+        let n = u8::try_from(self.attributes.len())
+            .map_err(|_| Error::new(Code::TooManyAttributes, "attributes"))?;
+        b.push(n);
+        for (k, v) in &self.attributes {
+            put_name(&mut b, k)?;
+            put_name(&mut b, v)?;
+        }
         let count = u16::try_from(self.sections.len())
             .map_err(|_| Error::new(Code::TooManySections, "too many sections"))?;
         b.extend_from_slice(&count.to_le_bytes());
@@ -233,7 +258,7 @@ impl Header {
             .and_then(|n| u32::try_from(n).ok());
         let total = total
             .filter(|n| *n <= MAX_HEADER_LEN)
-            .ok_or_else(|| Error::new(Code::HeaderTooLarge, "header above 4096 bytes"))?;
+            .ok_or_else(|| Error::new(Code::HeaderTooLarge, "header above the 8192-byte cap"))?;
         if let Some(slot) = b.get_mut(12..PREFIX_LEN) {
             slot.copy_from_slice(&total.to_le_bytes());
         }
@@ -246,6 +271,28 @@ impl Header {
             digest,
         })
     }
+}
+
+/// Checks an attribute value: 1..=32 bytes of `[a-z0-9._:+-]`.
+pub fn check_value(v: &[u8]) -> Result<()> {
+    if v.is_empty() {
+        return Err(Error::new(Code::BadString, "attribute value is empty"));
+    }
+    if v.len() > usize::from(MAX_ATTR_LEN) {
+        return Err(Error::new(
+            Code::StringTooLong,
+            format!("attribute value of {} bytes, more than {MAX_ATTR_LEN}", v.len()),
+        ));
+    }
+    if let Some(b) = v.iter().find(|b| {
+        !(b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+'))
+    }) {
+        return Err(Error::new(
+            Code::BadString,
+            format!("attribute value has byte 0x{b:02x} outside [a-z0-9._:+-]"),
+        ));
+    }
+    Ok(())
 }
 
 fn put_name(b: &mut Vec<u8>, s: &str) -> Result<()> {
@@ -360,6 +407,39 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
     let stream_id = *r.take_array::<16>("stream_id").map_err(hs("stream_id"))?;
     let vendor = name(r, "vendor", MAX_VENDOR_LEN)?;
     let device_type = name(r, "device type", MAX_TYPE_LEN)?;
+    let attr_count = r.u8("attr_count").map_err(hs("attr_count"))?;
+    if attr_count > MAX_ATTRIBUTES {
+        return Err(Error::new(
+            Code::TooManyAttributes,
+            format!("{attr_count} attributes, more than {MAX_ATTRIBUTES}"),
+        ));
+    }
+    let mut attributes = std::collections::BTreeMap::new();
+    let mut last: Option<String> = None;
+    for _ in 0..attr_count {
+        let k = name(r, "attribute name", MAX_ATTR_LEN)?;
+        let len = r.u8("attribute value").map_err(hs("attribute value"))?;
+        if len > MAX_ATTR_LEN {
+            return Err(Error::new(
+                Code::StringTooLong,
+                format!("attribute value length {len} above {MAX_ATTR_LEN}"),
+            ));
+        }
+        let v = r
+            .take(usize::from(len), "attribute value")
+            .map_err(hs("attribute value"))?;
+        check_value(v)?;
+        if last.as_ref().is_some_and(|l| *l >= k) {
+            return Err(Error::new(
+                Code::AttributeOrder,
+                format!("attribute {k} is not after {}", last.unwrap_or_default()),
+            ));
+        }
+        last = Some(k.clone());
+        let v = String::from_utf8(v.to_vec())
+            .map_err(|_| Error::new(Code::BadString, "attribute value is not ASCII"))?;
+        attributes.insert(k, v);
+    }
     let count = r.u16_le("section_count").map_err(hs("section_count"))?;
     if count > MAX_SECTIONS {
         return Err(Error::new(
@@ -406,6 +486,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
         stream_id,
         vendor,
         device_type,
+        attributes,
         sections,
     };
     header.check()?;

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! +--------------------------------------------------------------+
-//! | header: prefix(16) body(...) section table(...) sig(64)      |  <= 4096 bytes
+//! | header: prefix(16) body(...) section table(...) sig(64)      |  <= 8192 bytes
 //! +--------------------------------------------------------------+
 //! | chunk 0: kind=1 rsv sect(2) len(4) seq(8) off(8) sig(64) data |
 //! | chunk 1: ...                                                 |
@@ -61,9 +61,13 @@ pub const TRAILER_CONTEXT: &[u8; 16] = b"mdevmig/1/tail\0\0";
 /// Limits. Each protects a reader from a hostile length before it acts on it.
 pub mod limits {
     /// Largest header. The largest legal header (64 sections with 32-byte names,
-    /// 32-byte vendor, 64-byte type) is 3,156 bytes; 4 KiB is read into one bounded
-    /// buffer before parsing.
-    pub const MAX_HEADER_LEN: u32 = 4096;
+    /// 32-byte vendor, 64-byte type, 16 attributes with 32-byte names and values)
+    /// is 4,213 bytes; 8 KiB is read into one bounded buffer before parsing.
+    pub const MAX_HEADER_LEN: u32 = 8192;
+    /// Most device attributes in a header.
+    pub const MAX_ATTRIBUTES: u8 = 16;
+    /// Longest attribute name and value.
+    pub const MAX_ATTR_LEN: u8 = 32;
     /// Most sections. Real devices have a handful; the cap bounds the table and
     /// per-section bookkeeping.
     pub const MAX_SECTIONS: u16 = 64;

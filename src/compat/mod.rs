@@ -84,6 +84,8 @@ pub struct StateClaim {
     pub state_version: u32,
     /// Minimum loader version.
     pub min_version: u32,
+    /// The source device's configuration attributes.
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// Sections in stream order.
     pub sections: Vec<StateSection>,
 }
@@ -180,8 +182,35 @@ pub fn evaluate(
             ),
         ));
     }
+    if reasons.is_empty() {
+        let keys: BTreeSet<&String> = state.attributes.keys().chain(dest.attributes.keys()).collect();
+        for k in keys {
+            let (a, b) = (state.attributes.get(k), dest.attributes.get(k));
+            if a != b {
+                let show = |v: Option<&String>| v.map(|v| format!("{k}={v}")).unwrap_or(format!("no {k}"));
+                reasons.push(reason(
+                    Code::ConfigMismatch,
+                    format!(
+                        "same type {}, different configuration: the source has {}, the destination {}; create the destination device with {}",
+                        state.device_type,
+                        show(a),
+                        show(b),
+                        show(a)
+                    ),
+                ));
+            }
+        }
+    }
     let (plugin, load) = match (plugin, load) {
         (Some(p), Some(l)) if reasons.is_empty() => (p, l),
+        (Some(_), Some(_)) => {
+            return Verdict {
+                compatible: false,
+                state_version: v,
+                sections,
+                reasons,
+            }
+        }
         (None, _) | (_, None) if reasons.is_empty() => {
             reasons.push(reason(
                 Code::NoPlugin,
@@ -344,6 +373,7 @@ pub fn claim_of(h: &crate::codec::Header) -> StateClaim {
         device_type: h.device_type.clone(),
         state_version: h.state_version,
         min_version: h.min_version,
+        attributes: h.attributes.clone(),
         sections: h
             .sections
             .iter()

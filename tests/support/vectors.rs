@@ -63,6 +63,7 @@ fn header(
         stream_id: [stream_id; 16],
         vendor: vendor.into(),
         device_type: ty.into(),
+        attributes: Default::default(),
         sections,
     }
 }
@@ -88,7 +89,8 @@ pub fn build(h: &Header, key: &SigningKeyPair, data: &[Vec<u8>]) -> Vec<u8> {
 /// The single-section stream: a 96-byte mtty-2-sized state.
 pub fn single() -> (Header, Vec<Vec<u8>>) {
     let k = signer();
-    let h = header(&k, "mtty", "mtty-2", vec![sec("mtty.state", 1, true, 96)], 1);
+    let mut h = header(&k, "mtty", "mtty-2", vec![sec("mtty.state", 1, true, 96)], 1);
+    h.attributes.insert("ports".into(), "2".into());
     (h, vec![pattern(96, 0)])
 }
 
@@ -150,6 +152,7 @@ fn raw_header(key: &SigningKeyPair, patch: impl FnOnce(&mut RawHeader)) -> Vec<u
         ty: b"mtty-2".to_vec(),
         sections: vec![(b"mtty.state".to_vec(), 1, SECTION_REQUIRED, 96)],
         count: None,
+        attrs: vec![(b"ports".to_vec(), b"2".to_vec())],
     };
     patch(&mut h);
     let mut b = Vec::new();
@@ -168,6 +171,13 @@ fn raw_header(key: &SigningKeyPair, patch: impl FnOnce(&mut RawHeader)) -> Vec<u
     b.extend_from_slice(&h.vendor);
     b.push(h.ty.len() as u8);
     b.extend_from_slice(&h.ty);
+    b.push(h.attrs.len() as u8);
+    for (k, v) in &h.attrs {
+        b.push(k.len() as u8);
+        b.extend_from_slice(k);
+        b.push(v.len() as u8);
+        b.extend_from_slice(v);
+    }
     b.extend_from_slice(&h.count.unwrap_or(h.sections.len() as u16).to_le_bytes());
     for (name, v, f, len) in &h.sections {
         b.push(name.len() as u8);
@@ -193,6 +203,7 @@ struct RawHeader {
     ty: Vec<u8>,
     sections: Vec<(Vec<u8>, u16, u16, u64)>,
     count: Option<u16>,
+    attrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 pub fn all() -> Vec<Vector> {
@@ -283,7 +294,7 @@ pub fn all() -> Vec<Vector> {
         "a key_id byte flipped: no trusted key has that id",
     );
     // Section table: the length field of the first section (after 1+4 vendor, 1+6 type, 2 count, 1+10 name, 2, 2).
-    let sec_len_at = 112 + 5 + 7 + 2 + 11 + 4;
+    let sec_len_at = 112 + 5 + 7 + 9 + 2 + 11 + 4;
     add(
         "flip-section-length",
         flip(&single_bytes, sec_len_at, 0x01),
@@ -431,13 +442,13 @@ pub fn all() -> Vec<Vector> {
 
     // Lengths inflated past their limits.
     let mut big_hlen = single_bytes.clone();
-    big_hlen[12..16].copy_from_slice(&4097u32.to_le_bytes());
+    big_hlen[12..16].copy_from_slice(&8193u32.to_le_bytes());
     add(
         "limit-header-len",
         big_hlen,
         "limit.header_too_large",
         None,
-        "header_len 4097, above the 4096 cap",
+        "header_len 8193, above the 8192 cap",
     );
     add(
         "limit-vendor-len",
@@ -581,6 +592,55 @@ pub fn all() -> Vec<Vector> {
         "format.header_length",
         None,
         "header_len smaller than the content",
+    );
+    add(
+        "limit-attribute-count",
+        raw_header(&k, |h| {
+            h.attrs = (0..17)
+                .map(|i| (format!("a{i:02}").into_bytes(), b"1".to_vec()))
+                .collect()
+        }),
+        "limit.too_many_attributes",
+        None,
+        "17 device attributes, above 16",
+    );
+    add(
+        "limit-attribute-value",
+        raw_header(&k, |h| h.attrs[0].1 = vec![b'1'; 33]),
+        "limit.string_too_long",
+        None,
+        "an attribute value of 33 bytes, above 32",
+    );
+    add(
+        "attributes-unsorted",
+        raw_header(&k, |h| {
+            h.attrs = vec![
+                (b"ports".to_vec(), b"2".to_vec()),
+                (b"heads".to_vec(), b"1".to_vec()),
+            ]
+        }),
+        "format.attribute_order",
+        None,
+        "attributes ports then heads: not in ascending order",
+    );
+    add(
+        "attributes-duplicate",
+        raw_header(&k, |h| {
+            h.attrs = vec![
+                (b"ports".to_vec(), b"2".to_vec()),
+                (b"ports".to_vec(), b"2".to_vec()),
+            ]
+        }),
+        "format.attribute_order",
+        None,
+        "the same attribute twice",
+    );
+    add(
+        "attribute-value-upper-case",
+        raw_header(&k, |h| h.attrs[0].1 = b"X".to_vec()),
+        "format.bad_string",
+        None,
+        "an attribute value with an upper-case letter",
     );
     add(
         "upper-case-vendor",
