@@ -126,7 +126,13 @@ pub struct Accepted {
 /// Reads `src` to the end with `trust`, requiring `nonce` when given. Holds no
 /// more than the reader itself does: chunk data is hashed, not kept.
 pub fn read_all(src: impl Read, trust: &TrustStore, nonce: Option<[u8; 32]>) -> Result<Accepted> {
-    let mut r = StreamReader::open(src, trust, &ReadOptions { expected_nonce: nonce })?;
+    let mut r = StreamReader::open(
+        src,
+        trust,
+        &ReadOptions {
+            expected_nonce: nonce,
+        },
+    )?;
     let mut h = Sha256::new();
     let mut chunks = 0u64;
     while let Some(c) = r.next_chunk()? {
@@ -162,7 +168,10 @@ pub fn reencode(bytes: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> Optio
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?)?.try_into().ok().map(u32::from_le_bytes)
+    b.get(at..at.checked_add(4)?)?
+        .try_into()
+        .ok()
+        .map(u32::from_le_bytes)
 }
 
 /// Re-signs a (possibly mutated) stream with `key`, best effort: sets the header's
@@ -247,7 +256,9 @@ pub fn check_stream(input: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> R
                 "accepted stream is not the canonical encoding of its content"
             );
             let other = [0xa5; 32];
-            let code = read_all(input, trust, Some(other)).map(|_| ()).map_err(|e| e.code);
+            let code = read_all(input, trust, Some(other))
+                .map(|_| ())
+                .map_err(|e| e.code);
             if a.header.session_bound() {
                 if a.header.session_nonce != other {
                     assert_eq!(code, Err(Code::SessionMismatch));
@@ -368,6 +379,7 @@ pub fn fuzz_policy(data: &[u8]) {
                 device_type: ty.into(),
                 state_version: v,
                 min_version: window.oldest,
+                attributes: dest.attributes.clone(),
                 sections: sections
                     .iter()
                     .map(|s| compat::StateSection {
@@ -383,7 +395,10 @@ pub fn fuzz_policy(data: &[u8]) {
             }
             assert_eq!(verdict.compatible, verdict.reasons.is_empty());
             if policy.refuse_versions.contains(&v) || policy.pin_version.is_some_and(|p| p != v) {
-                assert!(!verdict.compatible, "policy refuses version {v} but evaluate allows it");
+                assert!(
+                    !verdict.compatible,
+                    "policy refuses version {v} but evaluate allows it"
+                );
             }
             if verdict.compatible {
                 assert_eq!(verdict.sections.len(), claim.sections.len());

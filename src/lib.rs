@@ -14,6 +14,8 @@ pub mod codec;
 pub mod compat;
 pub mod device;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod plugins;
 
 pub use error::{Code, Error, Result};

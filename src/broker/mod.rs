@@ -232,11 +232,6 @@ fn save_inner(
             _ => None,
         })
         .collect();
-    let min_version = plugin
-        .produces(&info.device_type)
-        .map(|w| w.oldest.max(1))
-        .unwrap_or(1)
-        .min(target);
     let mut stream_id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut stream_id);
     let header = Header {
@@ -246,7 +241,7 @@ fn save_inner(
             0
         },
         state_version: target,
-        min_version: min_version_for(plugin, &info, target).unwrap_or(min_version),
+        min_version: compat::descriptor::min_version_for(plugin, &info, target),
         chunk_size: opts.chunk_size,
         key_id: key.id(),
         session_nonce: opts.session.unwrap_or([0; 32]),
@@ -302,30 +297,6 @@ fn save_inner(
         raw_bytes,
         precopy_bytes,
         state_digest: dev.state_digest(),
-    })
-}
-
-/// The minimum version a state of `target` declares: the oldest loader that can
-/// restore it, i.e. the oldest version whose required sections are all present.
-fn min_version_for(
-    plugin: &dyn VendorPlugin,
-    info: &mdevmig_plugin_api::DeviceInfo,
-    target: u32,
-) -> Option<u32> {
-    let ours = plugin.sections(info, target).ok()?;
-    let required: Vec<&SectionSpec> = ours.iter().filter(|s| s.required).collect();
-    let oldest = plugin.produces(&info.device_type)?.oldest.max(1);
-    (oldest..=target).find(|v| {
-        // A loader of version v knows v's sections; it can restore the state if
-        // it knows every required section of ours.
-        plugin
-            .sections(info, *v)
-            .map(|theirs| {
-                required
-                    .iter()
-                    .all(|r| theirs.iter().any(|t| t.name == r.name && t.version >= r.version))
-            })
-            .unwrap_or(false)
     })
 }
 

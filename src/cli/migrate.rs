@@ -10,6 +10,7 @@ use super::output::Out;
 use super::{open_input, open_output, parse_nonce};
 use crate::auth::{hex, SigningKeyPair, TrustStore};
 use crate::broker::{self, RestoreOptions, SaveOptions};
+use crate::compat::descriptor::{self, Descriptor};
 use crate::compat::Policy;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Code, Error, Result};
@@ -99,6 +100,8 @@ pub struct SaveArgs<'a> {
     pub version: Option<u32>,
     pub session: Option<&'a str>,
     pub chunk_size: u32,
+    pub for_descriptor: Option<&'a str>,
+    pub policy: Policy,
 }
 
 pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
@@ -106,7 +109,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let key = SigningKeyPair::load(a.key)?;
     let spec: DeviceSpec = a.device.parse()?;
     let (mut dev, host) = device::open(&spec, &registry)?;
-    let opts = SaveOptions {
+    let mut opts = SaveOptions {
         precopy: a.precopy,
         version: a.version,
         session: a.session.map(parse_nonce).transpose()?,
@@ -114,6 +117,31 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         omit: Vec::new(),
         produce_window: host.versions,
     };
+    if let Some(desc) = a.for_descriptor {
+        // Emit what that destination accepts: the pre-check's choice of version
+        // and sections, with the same policy the destination will apply.
+        let source = describe_device(&*dev, &registry, host.versions)?;
+        let dest = Descriptor::load(desc)?;
+        let load = dest
+            .load
+            .map(|w| mdevmig_plugin_api::VersionWindow::new(w.oldest, w.newest));
+        let plan = descriptor::check(&source, &dest.info(), &registry, load, &a.policy);
+        if !plan.verdict.compatible && !plan.convertible {
+            let e = plan
+                .verdict
+                .into_result()
+                .err()
+                .unwrap_or_else(|| Error::new(Code::Internal, "incompatible"));
+            return Err(Error::new(
+                e.code,
+                format!("{} (checked against {desc})", e.message),
+            ));
+        }
+        opts.version = Some(plan.emit_version);
+        opts.omit = plan.omit;
+    } else if let Some(pin) = a.policy.pin_version {
+        opts.version = opts.version.or(Some(pin));
+    }
     let total = dev.data_size().unwrap_or(0);
     let sink = Progress::new(open_output(a.output)?, total, "save");
     let report = broker::save(&mut *dev, &registry, &key, sink, &opts)?;
@@ -166,9 +194,7 @@ pub struct RestoreArgs<'a> {
     pub input: &'a str,
     pub resume: bool,
     pub session: Option<&'a str>,
-    pub policy: Option<&'a Path>,
-    pub allow_skip: &'a [String],
-    pub load_window: Option<mdevmig_plugin_api::VersionWindow>,
+    pub policy: Policy,
 }
 
 pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
@@ -176,16 +202,11 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     let trust = TrustStore::load(a.trust)?;
     let spec: DeviceSpec = a.device.parse()?;
     let (mut dev, host) = device::open(&spec, &registry)?;
-    let mut policy = match a.policy {
-        Some(p) => load_policy(p)?,
-        None => Policy::default(),
-    };
-    policy.allow_skip.extend(a.allow_skip.iter().cloned());
     let opts = RestoreOptions {
         session: a.session.map(parse_nonce).transpose()?,
-        policy,
+        policy: a.policy,
         resume: a.resume,
-        load_window: host.versions.or(a.load_window),
+        load_window: host.versions,
         ..RestoreOptions::default()
     };
     let src = Progress::new(
@@ -232,6 +253,165 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
 
 fn file_len(p: &str) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn describe_device(
+    dev: &dyn crate::device::MigrationDevice,
+    registry: &Registry,
+    narrowed: Option<mdevmig_plugin_api::VersionWindow>,
+) -> Result<Descriptor> {
+    descriptor::describe(dev, registry, narrowed)
+}
+
+pub fn describe(device: &str, out: Out) -> Result<()> {
+    let registry = Registry::builtin();
+    let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
+    let d = describe_device(&*dev, &registry, host.versions)?;
+    let w = |w: Option<descriptor::Window>| {
+        w.map(|w| format!("{}..{}", w.oldest, w.newest))
+            .unwrap_or("none".into())
+    };
+    let mut t = format!(
+        "{} {} ({} backend, plugin {} {}, mdevmig {})\n  migration flags: {}\n  produces state versions {}, loads {}\n",
+        d.vendor,
+        d.device_type,
+        d.backend,
+        d.vendor,
+        d.plugin_version,
+        d.broker_version,
+        d.migration_flags.join("|"),
+        w(d.produce),
+        w(d.load)
+    );
+    let attrs: Vec<String> = d.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    t.push_str(&format!(
+        "  configuration: {}\n",
+        if attrs.is_empty() {
+            "-".into()
+        } else {
+            attrs.join(" ")
+        }
+    ));
+    let caps: Vec<&str> = d.capabilities.iter().map(String::as_str).collect();
+    t.push_str(&format!(
+        "  host capabilities: {}\n",
+        if caps.is_empty() {
+            "-".into()
+        } else {
+            caps.join(" ")
+        }
+    ));
+    for (v, vd) in &d.versions {
+        t.push_str(&format!("  state v{v} (min v{}):\n", vd.min_version));
+        for s in &vd.sections {
+            t.push_str(&format!(
+                "    {:<22} v{} {:<8} {:<10}{}\n",
+                s.name,
+                s.version,
+                if s.required { "required" } else { "optional" },
+                s.kind,
+                s.capability
+                    .as_ref()
+                    .map(|c| format!(" needs {c}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    out.ok(
+        &t,
+        serde_json::to_value(&d).map_err(|e| Error::new(Code::Internal, e.to_string()))?,
+    );
+    Ok(())
+}
+
+pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::result::Result<(), super::Fail> {
+    let registry = Registry::builtin();
+    let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
+    let src = Descriptor::load(source)?;
+    let plugin = registry.vendor(&dev.info().vendor);
+    let load =
+        plugin.and_then(|p| crate::compat::effective_window(p.loads(&dev.info().device_type), host.versions));
+    let r = descriptor::check(&src, dev.info(), &registry, load, policy);
+    let mut t = format!(
+        "{}: {} {} state v{} -> {} {}\n",
+        if r.verdict.compatible {
+            "COMPATIBLE"
+        } else {
+            "INCOMPATIBLE"
+        },
+        src.vendor,
+        src.device_type,
+        r.verdict.state_version,
+        dev.info().vendor,
+        dev.info().device_type
+    );
+    t.push_str(&format!(
+        "  migration: live {}, cold {}\n",
+        if r.kinds.live { "possible" } else { "impossible" },
+        if r.kinds.cold { "possible" } else { "impossible" }
+    ));
+    if r.verdict.compatible || r.convertible {
+        t.push_str(&format!(
+            "  the source should emit state version {}\n",
+            r.emit_version
+        ));
+    }
+    for s in &r.verdict.sections {
+        t.push_str(&format!(
+            "  section {:<22} {:<5}{}\n",
+            s.name,
+            format!("{:?}", s.action).to_lowercase(),
+            s.reason.as_ref().map(|x| format!("  ({x})")).unwrap_or_default()
+        ));
+    }
+    for reason in &r.verdict.reasons {
+        t.push_str(&format!("  [{}] {}\n", reason.code, reason.message));
+    }
+    let value = serde_json::to_value(&r).map_err(|e| Error::new(Code::Internal, e.to_string()))?;
+    out.ok(&t, value);
+    if r.verdict.compatible {
+        Ok(())
+    } else {
+        let first = r
+            .verdict
+            .reasons
+            .first()
+            .map(|x| x.code)
+            .unwrap_or("compat.version_too_new");
+        let code = Code::from_str_code(first).unwrap_or(Code::Internal);
+        // The verdict is already on stdout; the error line repeats the first reason.
+        Err(super::Fail::reported(
+            Error::new(
+                code,
+                r.verdict
+                    .reasons
+                    .first()
+                    .map(|x| x.message.clone())
+                    .unwrap_or_default(),
+            ),
+            out.json,
+        ))
+    }
+}
+
+pub fn labels(device: &str, out: Out) -> Result<()> {
+    let registry = Registry::builtin();
+    let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
+    let d = describe_device(&*dev, &registry, host.versions)?;
+    let l = descriptor::labels(&d);
+    let mut t = String::from("# offers (node labels of this host as a destination)\n");
+    for (k, v) in &l.offers {
+        t.push_str(&format!("{k}={v}\n"));
+    }
+    t.push_str("# requires (a VM with this device needs every one of these on its destination)\n");
+    for (k, v) in &l.requires {
+        t.push_str(&format!("{k}={v}\n"));
+    }
+    out.ok(
+        &t,
+        serde_json::to_value(&l).map_err(|e| Error::new(Code::Internal, e.to_string()))?,
+    );
+    Ok(())
 }
 
 /// Reads an operator policy file (JSON, see `spec/compat.md`).

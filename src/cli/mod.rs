@@ -14,7 +14,7 @@ pub mod output;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::auth::{SigningKeyPair, TrustStore};
@@ -31,6 +31,40 @@ pub struct Cli {
     pub json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Operator policy: the same flags on `check`, `save --for` and `restore`, so the
+/// pre-check and the restore decide alike.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PolicyArgs {
+    /// Policy file (JSON: allow_skip, pin_version, refuse_versions).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Allow skipping this section (optional, or needing a capability this host lacks); repeatable.
+    #[arg(long = "allow-skip")]
+    allow_skip: Vec<String>,
+    /// Pin the state version.
+    #[arg(long = "pin-version")]
+    pin_version: Option<u32>,
+    /// Refuse this state version; repeatable.
+    #[arg(long = "refuse-version")]
+    refuse_version: Vec<u32>,
+}
+
+impl PolicyArgs {
+    /// The policy these flags (and the file) give.
+    pub fn policy(&self) -> Result<crate::compat::Policy> {
+        let mut p = match &self.policy {
+            Some(f) => crate::compat::descriptor::load_policy(f)?,
+            None => crate::compat::Policy::default(),
+        };
+        p.allow_skip.extend(self.allow_skip.iter().cloned());
+        if self.pin_version.is_some() {
+            p.pin_version = self.pin_version;
+        }
+        p.refuse_versions.extend(self.refuse_version.iter().copied());
+        Ok(p)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +117,11 @@ enum Command {
         /// Chunk size in bytes (power of two, 4096..16777216).
         #[arg(long, default_value_t = crate::codec::limits::DEFAULT_CHUNK_SIZE)]
         chunk_size: u32,
+        /// Emit the state version and sections this destination descriptor accepts (file or -).
+        #[arg(long = "for")]
+        for_descriptor: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Verify, validate and load a signed envelope into a device.
     Restore {
@@ -101,12 +140,31 @@ enum Command {
         /// Require the stream to be bound to this session nonce (64 hex digits).
         #[arg(long)]
         session: Option<String>,
-        /// Operator policy file (JSON).
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Describe a device: vendor, type, version windows, configuration, sections.
+    Describe {
+        /// The device spec.
         #[arg(long)]
-        policy: Option<PathBuf>,
-        /// Allow skipping this section (optional, or capability-bound); repeatable.
-        #[arg(long = "allow-skip")]
-        allow_skip: Vec<String>,
+        device: String,
+    },
+    /// Pre-check: can the state of the device a descriptor describes go to this device?
+    Check {
+        /// The destination device spec.
+        #[arg(long)]
+        device: String,
+        /// The source device's descriptor (from `describe --json`), a file or -.
+        #[arg(long)]
+        source: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Scheduler labels: what this host offers and what a VM's state requires.
+    Labels {
+        /// The device spec.
+        #[arg(long)]
+        device: String,
     },
     /// Run a whole migration on simulated devices and explain each step.
     Demo {
@@ -162,6 +220,13 @@ pub struct Fail {
     json_done: bool,
 }
 
+impl Fail {
+    /// An error whose details the command already printed (in JSON mode).
+    pub fn reported(err: Error, json_done: bool) -> Self {
+        Fail { err, json_done }
+    }
+}
+
 impl From<Error> for Fail {
     fn from(err: Error) -> Self {
         Fail {
@@ -184,6 +249,8 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             state_version,
             session,
             chunk_size,
+            for_descriptor,
+            policy,
         } => Ok(migrate::save(
             migrate::SaveArgs {
                 device: &device,
@@ -193,6 +260,8 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 version: state_version,
                 session: session.as_deref(),
                 chunk_size,
+                for_descriptor: for_descriptor.as_deref(),
+                policy: policy.policy()?,
             },
             out,
         )?),
@@ -203,7 +272,6 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             resume,
             session,
             policy,
-            allow_skip,
         } => Ok(migrate::restore(
             migrate::RestoreArgs {
                 device: &device,
@@ -211,12 +279,17 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 input: &input,
                 resume,
                 session: session.as_deref(),
-                policy: policy.as_deref(),
-                allow_skip: &allow_skip,
-                load_window: None,
+                policy: policy.policy()?,
             },
             out,
         )?),
+        Command::Describe { device } => Ok(migrate::describe(&device, out)?),
+        Command::Check {
+            device,
+            source,
+            policy,
+        } => migrate::check(&device, &source, &policy.policy()?, out),
+        Command::Labels { device } => Ok(migrate::labels(&device, out)?),
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
 }

@@ -13,12 +13,12 @@
 //!    must handle it (`compat.no_plugin`); the type must be the destination's
 //!    (`compat.type_mismatch`).
 //! 2. With the destination's load window `O..L` and the state's version `V` and
-//!    minimum `M`: `V > L` and `M > L` → `compat.min_version_too_new` when `M > L`,
-//!    else (`M <= L < V`, the state could be down-converted) `compat.version_too_new`;
-//!    `V < O` → `compat.version_too_old`. Policy may refuse listed versions
-//!    (`compat.version_refused`).
+//!    minimum `M`, accept iff `O <= V` and `M <= L` (design.md). `M > L` is
+//!    `compat.version_too_new` when `M == V` (the state admits no older loader) and
+//!    `compat.min_version_too_new` when `M < V`; `V < O` is `compat.version_too_old`.
+//!    Policy may refuse listed versions or pin one (`compat.version_refused`).
 //! 3. Each section of the state, against the sections the destination's plugin knows
-//!    for version `V`:
+//!    for version `min(V, L)`:
 //!    * known, same or older section version, capability present (or none needed):
 //!      **restore**;
 //!    * known but its capability is missing on this host: **skip** if the operator
@@ -29,6 +29,8 @@
 //!    * unknown and optional: **skip**; unknown and required: **fail**
 //!      (`compat.unknown_required_section`);
 //!    * the operator may also skip any optional section by name.
+
+pub mod descriptor;
 
 use std::collections::BTreeSet;
 
@@ -236,23 +238,16 @@ pub fn evaluate(
         }
     };
     let vendor = &state.vendor;
-    if v > load.newest {
-        if state.min_version > load.newest {
-            reasons.push(reason(
-                Code::MinVersionTooNew,
-                format!(
-                    "destination plugin loads {vendor} state {load}; source emits {v} with minimum {}; upgrade the destination plugin or pin the source to {}",
-                    state.min_version, load.newest
-                ),
-            ));
+    let m = state.min_version;
+    if m > load.newest {
+        let msg = format!(
+            "destination plugin loads {vendor} state {load}; source emits {v} with minimum {m}; upgrade the destination plugin or pin the source to {}",
+            load.newest
+        );
+        if m == v {
+            reasons.push(reason(Code::VersionTooNew, msg));
         } else {
-            reasons.push(reason(
-                Code::VersionTooNew,
-                format!(
-                    "destination plugin loads {vendor} state {load}; source emits {v}; pin the source to {} (save --for this destination's descriptor)",
-                    load.newest
-                ),
-            ));
+            reasons.push(reason(Code::MinVersionTooNew, msg));
         }
     } else if v < load.oldest {
         reasons.push(reason(
@@ -276,8 +271,11 @@ pub fn evaluate(
             ));
         }
     }
+    // A loader older than the state knows the sections of its own newest version;
+    // the state's newer parts must be optional sections it can skip (the section
+    // rule below refuses unknown required ones).
     let known = if reasons.is_empty() {
-        plugin.sections(dest, v).unwrap_or_default()
+        plugin.sections(dest, v.min(load.newest)).unwrap_or_default()
     } else {
         Vec::new()
     };

@@ -200,7 +200,14 @@ impl MigrationDevice for VfioBackend {
 
     fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {
         match self.dev.read_migration_data(buf) {
-            Ok(0) => Ok(DataRead::End),
+            // The uAPI says a driver returns ENOMSG at PRE_COPY's temporary end of
+            // data, but mtty (6.12 and mainline) returns 0 there. In a PRE_COPY
+            // state the stream cannot have ended (the rest follows STOP_COPY), so a
+            // 0 there is "no data now", as ENOMSG would have said.
+            Ok(0) => match self.state()? {
+                MigState::PreCopy | MigState::PreCopyP2p => Ok(DataRead::NotYet),
+                _ => Ok(DataRead::End),
+            },
             Ok(n) => Ok(DataRead::Data(n)),
             Err(VfioError::VfioMigrationDataIo(e)) if e.raw_os_error() == Some(nix::libc::ENOMSG) => {
                 Ok(DataRead::NotYet)
