@@ -110,7 +110,7 @@ codes! {
     DeviceData = "device.data_error", "reading or writing the device's migration data failed";
     DeviceReset = "device.reset_failed", "the device could not be reset";
     DeviceLoad = "device.load_rejected", "the device driver refused the state at RESUMING to STOP";
-    DeviceSpec = "device.bad_spec", "a device spec on the command line is malformed";
+
 
     // io: the transport failed.
     IoRead = "io.read", "reading the input failed";
@@ -120,6 +120,7 @@ codes! {
 
     // usage: the command line is wrong.
     Usage = "usage.bad_arguments", "the command line is not valid";
+    DeviceSpec = "usage.bad_device_spec", "a device spec on the command line is malformed";
 
     // internal: a bug in mdevmig.
     Internal = "internal.error", "an internal invariant failed; please report it";
