@@ -22,6 +22,7 @@ fn trust() -> TrustStore {
 pub fn outcome(bytes: &[u8], session: Option<[u8; 32]>) -> String {
     let opts = ReadOptions {
         expected_nonce: session,
+        ..Default::default()
     };
     let run = || -> mdevmig::Result<()> {
         let mut r = StreamReader::open(bytes, &trust(), &opts)?;

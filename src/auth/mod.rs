@@ -78,6 +78,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// A private key that signs envelopes.
+#[derive(Clone)]
 pub struct SigningKeyPair {
     key: SigningKey,
     id: KeyId,

@@ -442,6 +442,7 @@ fn restore_inner(
         trust,
         &ReadOptions {
             expected_nonce: opts.session,
+            ..Default::default()
         },
     )?;
     let header = r.header().header.clone();

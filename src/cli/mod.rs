@@ -355,6 +355,7 @@ fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<(
     let store = TrustStore::load(trust)?;
     let opts = ReadOptions {
         expected_nonce: session.map(parse_nonce).transpose()?,
+        ..Default::default()
     };
     let mut r = StreamReader::open(open_input(file)?, &store, &opts)?;
     let chunks = r.verify_to_end()?;

@@ -38,6 +38,7 @@
 )]
 
 pub mod header;
+mod pool;
 pub mod record;
 pub mod stream;
 

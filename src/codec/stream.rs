@@ -3,17 +3,20 @@
 //! [`StreamWriter`] takes section data in table order, cuts it into canonical
 //! chunks, signs each and writes the trailer at [`StreamWriter::finish`].
 //!
-//! [`StreamReader`] reads the header through a 4 KiB cap, checks the key, the
+//! [`StreamReader`] reads the header through an 8 KiB cap, checks the key, the
 //! signature and the session binding, and then hands out chunks one by one, each
-//! verified before the caller sees a byte of it. Its memory is one chunk buffer,
-//! whatever the stream's size. The trailer is verified before the reader reports
-//! the end, and any byte after the trailer is an error.
+//! verified before the caller sees a byte of it. It reads a few chunks ahead and
+//! hashes them on all cores; its memory is those few chunk buffers (at most 32 MiB,
+//! 8 MiB with the default 1 MiB chunks on two cores), whatever the stream's size.
+//! The trailer is verified before the reader reports the end, and any byte after
+//! the trailer is an error.
 
 use std::io::{Read, Write};
 
 use sha2::{Digest, Sha256};
 
 use super::header::{self, Header, SignedHeader, PREFIX_LEN};
+use super::pool::{Done, Job, Pool, Task};
 use super::record::{decode_frame, ChunkRecord, Frame, Trailer, FRAME_LEN};
 use super::{len64, Digest32};
 use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
@@ -30,34 +33,77 @@ pub fn seal_chunk(
     key.sign(&rec.signed_message(header_digest, &digest))
 }
 
-/// Writes an envelope.
-pub struct StreamWriter<'k, W: Write> {
+/// Chunks in flight per hashing worker: enough to keep every core busy while
+/// the caller produces the next chunk.
+const DEPTH_PER_WORKER: usize = 2;
+
+/// Streams with fewer chunks are hashed on the caller's thread.
+const PARALLEL_MIN_CHUNKS: u64 = 16;
+
+/// Most bytes of chunk buffers a reader or writer keeps in flight.
+const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
+
+fn depth_for(pool: &Pool, chunk_size: u32) -> usize {
+    let cs = usize::try_from(chunk_size).unwrap_or(usize::MAX).max(1);
+    let want = if pool.inline() {
+        1
+    } else {
+        pool.workers().saturating_mul(DEPTH_PER_WORKER)
+    };
+    want.min(MAX_IN_FLIGHT_BYTES.checked_div(cs).unwrap_or(1)).max(1)
+}
+
+/// Writes an envelope. Chunks are hashed and signed on all cores; frames are
+/// written in stream order.
+pub struct StreamWriter<W: Write> {
     out: W,
-    key: &'k SigningKeyPair,
+    key: std::sync::Arc<(SigningKeyPair, Digest32)>,
     header: SignedHeader,
     section: usize,
     offset: u64,
     seq: u64,
     buf: Vec<u8>,
     total: u64,
+    pool: Pool,
+    in_flight: usize,
+    depth: usize,
+    free: Vec<Vec<u8>>,
 }
 
-impl<'k, W: Write> StreamWriter<'k, W> {
+impl<W: Write> StreamWriter<W> {
     /// Signs and writes `header` (its key_id must be `key`'s).
-    pub fn new(mut out: W, header: &Header, key: &'k SigningKeyPair) -> Result<Self> {
-        let header = header.sign(key)?;
-        out.write_all(&header.bytes)
-            .map_err(|e| Error::io(Code::IoWrite, "writing header", &e))?;
+    pub fn new(mut out: W, header: &Header, key: &SigningKeyPair) -> Result<Self> {
+        let signed = out_header(&mut out, header, key)?;
+        let pool = if signed.header.chunk_count()? < PARALLEL_MIN_CHUNKS {
+            Pool::new(0)
+        } else {
+            Pool::for_machine()
+        };
+        Self::with_pool(signed, out, key, pool)
+    }
+
+    /// As [`StreamWriter::new`], hashing on the caller's thread only.
+    pub fn single_threaded(mut out: W, header: &Header, key: &SigningKeyPair) -> Result<Self> {
+        Self::with_pool(out_header(&mut out, header, key)?, out, key, Pool::new(0))
+    }
+
+    fn with_pool(header: SignedHeader, out: W, key: &SigningKeyPair, pool: Pool) -> Result<Self> {
         let cap = usize::try_from(header.header.chunk_size).unwrap_or(0);
+        let depth = depth_for(&pool, header.header.chunk_size);
+        let ctx = std::sync::Arc::new((key.clone(), header.digest));
         let mut w = StreamWriter {
             out,
-            key,
+            key: ctx,
             header,
             section: 0,
             offset: 0,
             seq: 0,
             buf: Vec::with_capacity(cap),
             total: 0,
+            pool,
+            in_flight: 0,
+            depth,
+            free: Vec::new(),
         };
         w.skip_empty_sections();
         Ok(w)
@@ -126,6 +172,30 @@ impl<'k, W: Write> StreamWriter<'k, W> {
         Ok(())
     }
 
+    fn emit(&mut self, d: Done) -> Result<()> {
+        self.out
+            .write_all(&d.rec.fields())
+            .and_then(|()| self.out.write_all(&d.sig))
+            .and_then(|()| self.out.write_all(&d.buf))
+            .map_err(|e| Error::io(Code::IoWrite, "writing chunk", &e))?;
+        let mut buf = d.buf;
+        buf.clear();
+        self.free.push(buf);
+        Ok(())
+    }
+
+    fn drain(&mut self, keep: usize) -> Result<()> {
+        while self.in_flight > keep {
+            let d = self
+                .pool
+                .collect()
+                .ok_or_else(|| Error::new(Code::Internal, "hashing worker lost"))?;
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.emit(d)?;
+        }
+        Ok(())
+    }
+
     fn flush_chunk(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -138,17 +208,24 @@ impl<'k, W: Write> StreamWriter<'k, W> {
             seq: self.seq,
             offset: self.offset,
         };
-        let sig = seal_chunk(self.key, &self.header.digest, &rec, &self.buf);
-        self.out
-            .write_all(&rec.fields())
-            .and_then(|()| self.out.write_all(&sig))
-            .and_then(|()| self.out.write_all(&self.buf))
-            .map_err(|e| Error::io(Code::IoWrite, "writing chunk", &e))?;
+        let cap = self.buf.capacity();
+        let next = self.free.pop().unwrap_or_else(|| Vec::with_capacity(cap));
+        let buf = std::mem::replace(&mut self.buf, next);
         self.seq = self.seq.saturating_add(1);
-        self.offset = self.offset.saturating_add(len64(self.buf.len()));
-        self.total = self.total.saturating_add(len64(self.buf.len()));
-        self.buf.clear();
-        Ok(())
+        self.offset = self.offset.saturating_add(len64(buf.len()));
+        self.total = self.total.saturating_add(len64(buf.len()));
+        let job = Job {
+            rec,
+            buf,
+            task: Task::Sign(self.key.clone()),
+        };
+        match self.pool.submit(job) {
+            Some(done) => self.emit(done),
+            None => {
+                self.in_flight = self.in_flight.saturating_add(1);
+                self.drain(self.depth.saturating_sub(1))
+            }
+        }
     }
 
     /// Writes the trailer; fails if any section is short of its declared length.
@@ -164,18 +241,27 @@ impl<'k, W: Write> StreamWriter<'k, W> {
                 ),
             ));
         }
+        self.drain(0)?;
         let t = Trailer {
             chunk_count: self.seq,
             total_len: self.total,
         };
-        let sig = self.key.sign(&t.signed_message(&self.header.digest));
+        let sig = self.key.0.sign(&t.signed_message(&self.header.digest));
         self.out
             .write_all(&t.fields())
             .and_then(|()| self.out.write_all(&sig))
             .and_then(|()| self.out.flush())
             .map_err(|e| Error::io(Code::IoWrite, "writing trailer", &e))?;
-        Ok(self.out)
+        let StreamWriter { out, .. } = self;
+        Ok(out)
     }
+}
+
+fn out_header(out: &mut impl Write, header: &Header, key: &SigningKeyPair) -> Result<SignedHeader> {
+    let header = header.sign(key)?;
+    out.write_all(&header.bytes)
+        .map_err(|e| Error::io(Code::IoWrite, "writing header", &e))?;
+    Ok(header)
 }
 
 /// What a reader requires beyond a trusted signature.
@@ -183,6 +269,8 @@ impl<'k, W: Write> StreamWriter<'k, W> {
 pub struct ReadOptions {
     /// The session nonce this destination issued; the stream must be bound to it.
     pub expected_nonce: Option<[u8; 32]>,
+    /// Hash on the caller's thread only (no worker threads).
+    pub single_threaded: bool,
 }
 
 /// A chunk whose signature, position and length have been verified.
@@ -196,19 +284,40 @@ pub struct VerifiedChunk<'a> {
     pub data: &'a [u8],
 }
 
-/// Reads and verifies an envelope.
+/// An item of the reader's read-ahead queue, in stream order.
+enum Ahead {
+    /// A chunk being hashed and verified by the pool.
+    Chunk(ChunkRecord),
+    /// A chunk already hashed inline.
+    Ready(Done),
+    /// The trailer frame.
+    Trailer(Trailer, [u8; SIGNATURE_LEN]),
+    /// The stream failed here (I/O, truncation, malformed frame).
+    Failed(Error),
+}
+
+/// Reads and verifies an envelope. Chunk data is read ahead and hashed on all cores
+/// while the caller consumes earlier chunks; every check still happens, and every
+/// error is reported, in stream order.
 pub struct StreamReader<R: Read> {
     src: R,
     header: SignedHeader,
-    key: ed25519_dalek::VerifyingKey,
+    ctx: std::sync::Arc<(ed25519_dalek::VerifyingKey, Digest32)>,
     /// Next expected chunk: section index, offset, seq.
     section: usize,
     offset: u64,
     seq: u64,
     chunk_count: u64,
-    buf: Vec<u8>,
+    /// The buffer of the chunk last returned.
+    cur: Vec<u8>,
+    free: Vec<Vec<u8>>,
+    ahead: std::collections::VecDeque<Ahead>,
+    /// Reading stopped (trailer or failure queued).
+    stopped: bool,
+    pool: Pool,
+    depth: usize,
     done: bool,
-    /// Bytes consumed so far (for diagnostics).
+    /// Bytes read from the input so far (including read-ahead).
     position: u64,
 }
 
@@ -273,15 +382,27 @@ impl<R: Read> StreamReader<R> {
             }
         }
         let chunk_count = header.header.chunk_count()?;
+        let pool = if opts.single_threaded {
+            Pool::new(0)
+        } else {
+            Pool::for_machine()
+        };
+        let depth = depth_for(&pool, header.header.chunk_size);
+        let ctx = std::sync::Arc::new((key, header.digest));
         let mut r = StreamReader {
             src,
             header,
-            key,
+            ctx,
             section: 0,
             offset: 0,
             seq: 0,
             chunk_count,
-            buf: Vec::new(),
+            cur: Vec::new(),
+            free: Vec::new(),
+            ahead: std::collections::VecDeque::new(),
+            stopped: false,
+            pool,
+            depth,
             done: false,
             position,
         };
@@ -329,8 +450,34 @@ impl<R: Read> StreamReader<R> {
         decode_frame(&frame)
     }
 
-    /// Reads a chunk's data into the buffer and verifies its signature.
-    fn read_and_verify(&mut self, rec: &ChunkRecord, sig: &[u8; SIGNATURE_LEN]) -> Result<()> {
+    /// Reads one record into the read-ahead queue and starts hashing it.
+    fn read_one(&mut self) {
+        let item = match self.read_frame() {
+            Err(e) => Ahead::Failed(e),
+            Ok(Frame::Trailer(t, sig)) => Ahead::Trailer(t, sig),
+            Ok(Frame::Chunk(rec, sig)) => match self.read_data(&rec) {
+                Err(e) => Ahead::Failed(e),
+                Ok(buf) => {
+                    let job = Job {
+                        rec,
+                        buf,
+                        task: Task::Verify(self.ctx.clone(), sig),
+                    };
+                    match self.pool.submit(job) {
+                        Some(done) => Ahead::Ready(done),
+                        None => Ahead::Chunk(rec),
+                    }
+                }
+            },
+        };
+        if !matches!(item, Ahead::Chunk(_) | Ahead::Ready(_)) {
+            self.stopped = true;
+        }
+        self.ahead.push_back(item);
+    }
+
+    /// Checks a chunk's declared length and reads its data into a free buffer.
+    fn read_data(&mut self, rec: &ChunkRecord) -> Result<Vec<u8>> {
         let cs = self.header.header.chunk_size;
         if rec.data_len > super::limits::MAX_CHUNK_SIZE {
             return Err(Error::new(
@@ -349,28 +496,52 @@ impl<R: Read> StreamReader<R> {
         }
         // data_len <= chunk_size <= 16 MiB: bounded by the header's checked chunk size.
         let n = usize::try_from(rec.data_len).map_err(|_| Error::new(Code::ChunkTooLarge, "chunk length"))?;
-        self.buf.resize(n, 0);
-        read_exact_or(&mut self.src, &mut self.buf, "chunk data")?;
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.resize(n, 0);
+        read_exact_or(&mut self.src, &mut buf, "chunk data")?;
         self.position = self.position.saturating_add(u64::from(rec.data_len));
-        let digest: Digest32 = Sha256::digest(&self.buf).into();
-        if !crate::auth::verify(&self.key, &rec.signed_message(&self.header.digest, &digest), sig) {
-            return Err(Error::new(
-                Code::BadChunkSignature,
-                format!(
-                    "chunk {} (stream offset {}) fails its signature",
-                    rec.seq, self.position
-                ),
-            ));
+        Ok(buf)
+    }
+
+    /// Keeps `depth` chunks in flight.
+    fn fill(&mut self) {
+        while !self.stopped && self.ahead.len() < self.depth {
+            self.read_one();
         }
-        Ok(())
+    }
+
+    /// The next item in stream order, with its hash result if it is a chunk.
+    fn next_item(&mut self) -> Result<Ahead> {
+        self.fill();
+        if self.ahead.is_empty() {
+            self.read_one();
+        }
+        match self.ahead.pop_front() {
+            Some(Ahead::Chunk(_)) => {
+                let d = self
+                    .pool
+                    .collect()
+                    .ok_or_else(|| Error::new(Code::Internal, "hashing worker lost"))?;
+                Ok(Ahead::Ready(d))
+            }
+            Some(other) => Ok(other),
+            None => Err(Error::new(Code::Internal, "read-ahead queue empty")),
+        }
     }
 
     /// After an out-of-sequence chunk: a look at the next record tells a reordered
     /// chunk (the expected one comes next) from a dropped one.
     fn classify_gap(&mut self, got: u64) -> Error {
         let expected = self.seq;
-        let next_is_expected = matches!(self.read_frame(), Ok(Frame::Chunk(r, _)) if r.seq == expected);
-        if next_is_expected {
+        if self.ahead.is_empty() && !self.stopped {
+            self.read_one();
+        }
+        let next_seq = match self.ahead.front() {
+            Some(Ahead::Chunk(r)) => Some(r.seq),
+            Some(Ahead::Ready(d)) => Some(d.rec.seq),
+            _ => None,
+        };
+        if next_seq == Some(expected) {
             Error::new(
                 Code::ChunkReordered,
                 format!("chunk {got} arrived before chunk {expected}"),
@@ -383,26 +554,42 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free.len() < self.depth.saturating_add(1) {
+            self.free.push(buf);
+        }
+    }
+
     /// The next verified chunk, or `None` once the trailer has been verified and
     /// the input has ended.
     pub fn next_chunk(&mut self) -> Result<Option<VerifiedChunk<'_>>> {
         if self.done {
             return Ok(None);
         }
-        let frame = self.read_frame()?;
+        let prev = std::mem::take(&mut self.cur);
+        self.recycle(prev);
+        let item = self.next_item()?;
         let Some(expected_len) = self.expected_len() else {
-            return self.finish(frame).map(|()| None);
+            return self.finish(item).map(|()| None);
         };
-        let (rec, sig) = match frame {
-            Frame::Chunk(rec, sig) => (rec, sig),
-            Frame::Trailer(..) => {
+        let d = match item {
+            Ahead::Ready(d) => d,
+            Ahead::Failed(e) => return Err(e),
+            Ahead::Trailer(..) => {
                 return Err(Error::new(
                     Code::ChunkDropped,
                     format!("trailer arrived where chunk {} was expected", self.seq),
                 ));
             }
+            Ahead::Chunk(_) => return Err(Error::new(Code::Internal, "unhashed chunk")),
         };
-        self.read_and_verify(&rec, &sig)?;
+        let rec = d.rec;
+        if !d.ok {
+            return Err(Error::new(
+                Code::BadChunkSignature,
+                format!("chunk {} fails its signature", rec.seq),
+            ));
+        }
         if rec.seq < self.seq {
             return Err(Error::new(
                 Code::ChunkDuplicated,
@@ -438,19 +625,21 @@ impl<R: Read> StreamReader<R> {
         self.seq = self.seq.saturating_add(1);
         let offset = self.offset;
         self.offset = self.offset.saturating_add(u64::from(rec.data_len));
-        let section_index = rec.section_index;
         self.skip_empty_sections();
+        self.cur = d.buf;
         Ok(Some(VerifiedChunk {
-            section_index,
+            section_index: rec.section_index,
             offset,
-            data: &self.buf,
+            data: &self.cur,
         }))
     }
 
-    fn finish(&mut self, frame: Frame) -> Result<()> {
-        match frame {
-            Frame::Trailer(t, sig) => {
-                if !crate::auth::verify(&self.key, &t.signed_message(&self.header.digest), &sig) {
+    fn finish(&mut self, item: Ahead) -> Result<()> {
+        match item {
+            Ahead::Failed(e) => return Err(e),
+            Ahead::Chunk(_) => return Err(Error::new(Code::Internal, "unhashed chunk")),
+            Ahead::Trailer(t, sig) => {
+                if !crate::auth::verify(&self.ctx.0, &t.signed_message(&self.header.digest), &sig) {
                     return Err(Error::new(
                         Code::BadTrailerSignature,
                         "the trailer signature does not verify",
@@ -467,10 +656,16 @@ impl<R: Read> StreamReader<R> {
                     ));
                 }
             }
-            Frame::Chunk(rec, sig) => {
-                // A chunk where the trailer belongs: verify it so the code says
-                // what it is (a duplicate, or a chunk the header has no room for).
-                self.read_and_verify(&rec, &sig)?;
+            Ahead::Ready(d) => {
+                // A chunk where the trailer belongs: its signature says whether it
+                // is ours; then a duplicate, or a chunk the header has no room for.
+                let rec = d.rec;
+                if !d.ok {
+                    return Err(Error::new(
+                        Code::BadChunkSignature,
+                        format!("chunk {} fails its signature", rec.seq),
+                    ));
+                }
                 if rec.seq < self.seq {
                     return Err(Error::new(
                         Code::ChunkDuplicated,

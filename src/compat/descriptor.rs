@@ -320,7 +320,7 @@ fn claim_at(
         code: Code::CannotConvert.as_str(),
         message: format!("the source does not describe {} state version {v}", source.vendor),
     })?;
-    let sections: Vec<StateSection> = if v == native || v > native {
+    let sections: Vec<StateSection> = if v >= native {
         vd.sections
             .iter()
             .map(|s| StateSection {
