@@ -1,0 +1,254 @@
+# Issue 7 acceptance, in the VM against real mtty instances (run by tests/kernel/ci.sh:
+#   run-vm.sh <static mdevmig> mtty-guest.sh <mttyctl>).
+#
+#   a  what the device reports: real migration flags and type (mttyctl; `mdevmig
+#      describe` too when this build has it), and `mdevmig inspect` of a saved stream
+#   b  a source mtty-2 with non-trivial state (SCR on both ports, LCR/IER/MCR/FCR,
+#      bytes in both loopback FIFOs with tail != 0) is saved with mdevmig and restored
+#      into a fresh mtty-2: registers read back equal; the raw state straight from
+#      the kernel (mttyctl save), the raw state in the stream (file backend) and the
+#      destination re-saved by mdevmig are byte-identical; finally both FIFOs drain
+#      the same bytes
+#   c  a tampered chunk, an mtty-2 stream into an mtty-1, and a signed stream with an
+#      out-of-range FIFO index are each refused with their code before the kernel is
+#      touched: fresh destination, its raw kernel state and registers unchanged, still
+#      RUNNING, no kernel log line, and a valid restore into it works afterwards
+#   d  save --precopy: 24 bytes during PRE_COPY, raw state identical to the plain save
+#   e  (run-vm.sh) no WARNING/BUG/Oops/Call Trace in the kernel log
+#   f  a destination left in RESUMING / STOP_COPY / PRE_COPY by a dead process is
+#      reset by mdevmig when it opens it, then restored (6.12 oopses otherwise)
+. /guest-lib.sh
+
+M=/bin/mdevmig
+C=/bin/mttyctl
+cd /tmp || exit 1
+
+section() {
+	echo
+	echo "=== $*"
+}
+ok() { echo "ok: $*"; }
+# show: print a command and run it, its output indented
+show() {
+	echo "\$ $*"
+	"$@" >/tmp/show.out 2>&1
+	_rc=$?
+	sed 's/^/    /' /tmp/show.out
+	return $_rc
+}
+# must WHAT cmd...: show the command; fail unless it exits 0
+must() {
+	_w=$1
+	shift
+	show "$@" || fail "$_w (status $_rc: $(tail -n1 /tmp/show.out))"
+}
+same_file() { # same_file WHAT A B
+	cmp "$2" "$3" >/dev/null || {
+		echo "--- $2"
+		xxd "$2"
+		echo "--- $3"
+		xxd "$3"
+		fail "$1: $2 and $3 differ"
+	}
+	ok "$1 ($(wc -c <"$2") bytes, sha256 $(sha256sum "$2" | cut -c1-16))"
+}
+same_text() { # same_text WHAT A B
+	diff "$2" "$3" >/tmp/diff.out || {
+		cat /tmp/diff.out
+		fail "$1: $2 and $3 differ"
+	}
+	ok "$1"
+}
+# extract STREAM RAW: the raw mtty_data inside a stream, via the file backend
+extract() {
+	rm -f "$2"
+	must "extract raw state of $1" $M restore --device "file:/tmp/$2,plugin=mtty,type=mtty-2" \
+		--trust site.pub -i "$1"
+}
+json_field() { # json_field NAME FILE: a number field of a one-line JSON object
+	sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"
+}
+
+
+section "setup"
+must "mdevmig runs" $M --version
+must "keygen" $M keygen --out /tmp/site
+src=$(mdev_create "mtty-2") || fail "creating an mtty-2 mdev"
+echo "source mtty-2: $src (group $(mdev_group "$src"))"
+
+# ---------------------------------------------------------------------------- a
+section "a. what the real device reports"
+must "mttyctl info (source)" $C "$src" info
+flags=$(sed -n 's/^migration_flags=\(0x[0-9a-f]*\).*/\1/p' /tmp/show.out)
+[ "$flags" = 0x7 ] || fail "source migration flags are '$flags', expected 0x7"
+grep -q '^state=RUNNING mig_data_size=96$' /tmp/show.out || fail "fresh mtty-2 is not RUNNING with 96 bytes of state"
+ok "real migration flags $flags (STOP_COPY|P2P|PRE_COPY), type $(mdev_type "$src"), RUNNING, 96 bytes"
+if $M describe --help >/dev/null 2>&1; then
+	must "mdevmig describe" $M describe --device "vfio:$src"
+	must "mdevmig describe --json" $M --json describe --device "vfio:$src"
+	grep -q 'mtty-2' /tmp/show.out || fail "describe --json does not name the type mtty-2"
+else
+	echo "(this mdevmig has no 'describe' subcommand: using mttyctl info above and inspect below)"
+fi
+
+# ---------------------------------------------------------------------------- b
+section "b. save a real mtty-2 with state, restore into a fresh mtty-2"
+# port 0: FIFO on and cleared (FCR), IER RDI|RLSI, LCR 8N1, SCR; 12 bytes queued, 2 read
+# port 1: MCR OUT2|RTS|DTR, LCR 7E2 (0x1e), SCR; 3 bytes queued (FCR never written)
+must "set source registers" $C "$src" \
+	w 0 fcr 0x07 w 0 ier 0x05 w 0 lcr 0x03 w 0 scr 0x5a tx 0 "mdevmig-mtty" r 0 rx r 0 rx \
+	w 1 mcr 0x0b w 1 lcr 0x1e w 1 scr 0xa5 tx 1 "hi!"
+if ! grep -q '^p0.rx=0x6d$' /tmp/show.out || ! grep -q '^p0.rx=0x64$' /tmp/show.out; then
+	fail "reading RX did not return the looped-back 'm', 'd'"
+fi
+must "source registers" $C "$src" regs 0 regs 1
+cp /tmp/show.out src.regs
+grep -q 'p0: ier=0x05 iir=0xc4 lcr=0x03 mcr=0x00 lsr=0x01 msr=0xb3 scr=0x5a' src.regs ||
+	fail "port 0 registers not as written: $(head -n1 src.regs)"
+grep -q 'p1: ier=0x00 iir=0xc1 lcr=0x1e mcr=0x0b lsr=0x01 msr=0xb3 scr=0xa5' src.regs ||
+	fail "port 1 registers not as written: $(tail -n1 src.regs)"
+must "raw state straight from the source kernel" $C "$src" save /tmp/src.kraw expect-state RUNNING
+xxd src.kraw
+must "mdevmig save (source)" $M save --device "vfio:$src" --key site.key -o /tmp/s.mdm
+must "source left in STOP" $C "$src" expect-state STOP
+must "inspect" $M inspect s.mdm
+grep -q 'device type: mtty-2' /tmp/show.out || fail "inspect does not show device type mtty-2"
+must "verify" $M verify s.mdm --trust site.pub
+extract s.mdm s.raw
+same_file "raw state in the stream = raw state from the source kernel" s.raw src.kraw
+
+dst=$(mdev_create "mtty-2") || fail "creating an mtty-2 mdev"
+echo "destination mtty-2: $dst (group $(mdev_group "$dst"))"
+must "fresh destination registers" $C "$dst" regs 0 regs 1
+diff src.regs /tmp/show.out >/dev/null && fail "a fresh mtty-2 already has the source's registers?"
+must "mdevmig restore --resume" $M restore --device "vfio:$dst" --trust site.pub -i s.mdm --resume
+grep -q 'device left in RUNNING' /tmp/show.out || fail "restore did not leave the destination RUNNING"
+must "destination registers" $C "$dst" expect-state RUNNING regs 0 regs 1
+grep -v '^state=' /tmp/show.out >dst.regs
+same_text "destination registers = source registers (IER IIR LCR MCR LSR MSR SCR, both ports)" src.regs dst.regs
+must "raw state straight from the destination kernel" $C "$dst" save /tmp/dst.kraw
+same_file "destination kernel state = source kernel state" dst.kraw src.kraw
+
+# ---------------------------------------------------------------------------- d
+section "d. save --precopy (the restored destination, RUNNING)"
+must "the kernel's own PRE_COPY view (mttyctl presave)" $C "$dst" presave /tmp/dst.kpre
+grep -q '^precopy_initial_bytes=24 ' /tmp/show.out || fail "kernel precopy info is not 24 initial bytes"
+same_file "PRE_COPY+STOP_COPY raw = STOP_COPY raw (kernel)" dst.kpre src.kraw
+must "mdevmig --json save --precopy" $M --json save --precopy --device "vfio:$dst" --key site.key -o /tmp/p.mdm
+cp /tmp/show.out p.json
+pre=$(json_field precopy_bytes p.json)
+rawn=$(json_field raw_bytes p.json)
+[ "$pre" = 24 ] || fail "precopy_bytes is '$pre', expected 24"
+[ "$rawn" = 96 ] || fail "raw_bytes is '$rawn', expected 96"
+ok "precopy_bytes=$pre raw_bytes=$rawn"
+extract p.mdm p.raw
+same_file "precopy save raw = plain save raw" p.raw s.raw
+
+section "b (cont.). re-save the destination"
+must "mdevmig save (destination, from STOP)" $M save --device "vfio:$dst" --key site.key -o /tmp/d.mdm
+extract d.mdm d.raw
+same_file "destination re-saved raw = source raw" d.raw s.raw
+must "drain source FIFOs" $C "$src" drain 0 drain 1
+grep -v '^state=' /tmp/show.out >src.rx
+must "drain destination FIFOs" $C "$dst" drain 0 drain 1
+cp /tmp/show.out dst.rx
+grep -q '"evmig-mtty" (10 bytes) lsr_after=0x60' src.rx || fail "source port 0 FIFO: $(head -n1 src.rx)"
+grep -q '"hi!" (3 bytes) lsr_after=0x60' src.rx || fail "source port 1 FIFO: $(tail -n1 src.rx)"
+same_text "destination FIFOs drain the source's bytes" src.rx dst.rx
+
+# ---------------------------------------------------------------------------- c
+section "c. refusals before the kernel is touched"
+# a valid mtty-1 stream, to prove an mtty-1 destination usable afterwards
+one=$(mdev_create "mtty-1") || fail "creating an mtty-1 mdev"
+must "mtty-1 source state" $C "$one" w 0 scr 0x11
+must "save mtty-1" $M save --device "vfio:$one" --key site.key -o /tmp/one.mdm
+
+# tampered: flip one byte in the middle of the (only) chunk's data
+hl=$(od -An -tu4 -j12 -N4 s.mdm | tr -d ' ')
+off=$((hl + 88 + 48))
+b=$(od -An -tu1 -j"$off" -N1 s.mdm | tr -d ' ')
+cp s.mdm tampered.mdm
+# shellcheck disable=SC2059 # the format is the escaped byte
+printf "$(printf '\\%03o' $((b ^ 0x55)))" | dd of=tampered.mdm bs=1 seek="$off" conv=notrunc 2>/dev/null
+[ "$(cmp -l s.mdm tampered.mdm | wc -l)" = 1 ] || fail "tampering changed more or less than one byte"
+echo "tampered.mdm: byte $off (chunk data byte 48 of 96, header_len $hl) flipped $b -> $((b ^ 0x55))"
+
+# signed, but port 0's FIFO head is 200 (raw byte 24 + 24)
+cp s.raw bad.raw
+printf '\310' | dd of=bad.raw bs=1 seek=48 conv=notrunc 2>/dev/null
+[ "$(od -An -tu1 -j48 -N1 bad.raw | tr -d ' ')" = 200 ] || fail "patching bad.raw"
+must "sign the bad image (file backend)" $M save --device file:/tmp/bad.raw,plugin=mtty,type=mtty-2 \
+	--key site.key -o /tmp/bad.mdm
+must "the bad stream's signatures verify" $M verify bad.mdm --trust site.pub
+
+# refused NAME STREAM TYPE CODE STATUS GOOD-STREAM GOOD-SCR
+refused() {
+	_n=$1 _s=$2 _t=$3 _code=$4 _st=$5 _good=$6 _scr=$7
+	echo "--- $_n: $_s into a fresh $_t, expect error[$_code], status $_st"
+	_d=$(mdev_create "$_t") || fail "creating an $_t mdev"
+	must "$_n: destination state" $C "$_d" w 0 scr 0x3c tx 0 "dst" regs 0
+	must "$_n: raw state before" $C "$_d" save "/tmp/$_n.before" expect-state RUNNING regs 0
+	cp /tmp/show.out "$_n.regs.before"
+	dmesg >"$_n.dmesg.before"
+	echo "\$ $M restore --device vfio:$_d --trust site.pub -i $_s --resume"
+	$M restore --device "vfio:$_d" --trust site.pub -i "$_s" --resume >"$_n.out" 2>"$_n.err"
+	_rc=$?
+	dmesg >"$_n.dmesg.after"
+	sed 's/^/    /' "$_n.out" "$_n.err"
+	[ "$_rc" = "$_st" ] || fail "$_n: exit status $_rc, expected $_st"
+	grep -q "^error\[$_code\]" "$_n.err" || fail "$_n: stderr has no error[$_code]"
+	ok "$_n refused: error[$_code], status $_rc"
+	diff "$_n.dmesg.before" "$_n.dmesg.after" >"$_n.dmesg.diff"
+	[ -s "$_n.dmesg.diff" ] && {
+		cat "$_n.dmesg.diff"
+		fail "$_n: the kernel logged something during the refused restore"
+	}
+	ok "$_n: no kernel log line during the restore (no mtty_reset: the device was never touched)"
+	must "$_n: raw state after" $C "$_d" save "/tmp/$_n.after" expect-state RUNNING regs 0
+	cp /tmp/show.out "$_n.regs.after"
+	same_file "$_n: destination kernel state unchanged" "$_n.before" "$_n.after"
+	same_text "$_n: destination registers unchanged, still RUNNING" "$_n.regs.before" "$_n.regs.after"
+	must "$_n: destination still usable: a valid restore" $M restore --device "vfio:$_d" \
+		--trust site.pub -i "$_good" --resume
+	must "$_n: restored" $C "$_d" expect-state RUNNING r 0 scr
+	grep -q "^p0.scr=$_scr\$" /tmp/show.out || fail "$_n: SCR after the valid restore is not $_scr"
+	ok "$_n: valid restore afterwards worked (SCR $_scr, RUNNING)"
+	check "remove $_d" mdev_remove "$_d"
+}
+refused tampered tampered.mdm mtty-2 auth.bad_chunk_signature 4 s.mdm 0x5a
+refused wrongtype s.mdm mtty-1 compat.type_mismatch 3 one.mdm 0x11
+refused fifoindex bad.mdm mtty-2 vendor.mtty.fifo_index 4 s.mdm 0x5a
+
+# ---------------------------------------------------------------------------- end
+section "f. destinations left mid-migration by a dead process"
+# mtty keeps its migration state across close; reopening a device left in RESUMING
+# and sending it to STOP oopses 6.12. mdevmig must reset such a device when it
+# opens it, then restore normally.
+for st in RESUMING STOP_COPY PRE_COPY; do
+	d=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+	must "leave a destination in $st" $C "$d" w 0 scr 0x3c set "$st"
+	dmesg >left.before
+	must "restore into a device left in $st" $M restore --device "vfio:$d" --trust site.pub -i s.mdm --resume
+	dmesg >left.after
+	diff left.before left.after | grep -q 'mtty_reset: called' || fail "mdevmig did not reset a device left in $st"
+	must "restored after the reset" $C "$d" expect-state RUNNING save /tmp/left.kraw
+	same_file "device left in $st: reset, then restored" left.kraw src.kraw
+	check "remove $d" mdev_remove "$d"
+done
+
+section "control: a device that IS touched shows in the kernel log"
+# The refusals above rely on "no kernel log line": mtty logs every reset, and mdevmig
+# resets a destination whenever a restore fails after touching it.
+dmesg >control.before
+must "VFIO_DEVICE_RESET through mttyctl" $C "$one" reset expect-state RUNNING
+dmesg >control.after
+diff control.before control.after | grep -q 'mtty_reset: called' ||
+	fail "a VFIO_DEVICE_RESET left no 'mtty_reset: called' in the kernel log"
+ok "VFIO_DEVICE_RESET logged: $(diff control.before control.after | grep 'mtty_reset' | tail -n1)"
+
+section "cleanup"
+for u in $(mdev_list); do
+	check "remove $u" mdev_remove "$u"
+done
+[ -z "$(mdev_list)" ] || fail "mdevs left: $(mdev_list)"
+echo "mtty-guest: all checks passed"
