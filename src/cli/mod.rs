@@ -6,6 +6,7 @@
 //! 3 incompatible, 4 stream rejected, 5 device error, 1 anything else; a `FILE` of
 //! `-` means stdin or stdout.
 
+mod bench;
 mod demo;
 mod inspect;
 pub mod migrate;
@@ -160,6 +161,12 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Measure save, verify and save-pipe-restore against SHA-256 and a plain pipe.
+    Bench {
+        /// Simulated vGPU type (vgpu-1g has over 1 GiB of state).
+        #[arg(long, default_value = "vgpu-1g")]
+        device_type: String,
+    },
     /// Scheduler labels: what this host offers and what a VM's state requires.
     Labels {
         /// The device spec.
@@ -200,7 +207,9 @@ pub fn main() -> u8 {
             return out.error(&Error::new(Code::Usage, msg.to_string()));
         }
     };
-    match run(cli.command, out) {
+    let result = run(cli.command, out);
+    bench::report_rss();
+    match result {
         Ok(()) => 0,
         Err(Fail {
             err,
@@ -290,6 +299,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             policy,
         } => migrate::check(&device, &source, &policy.policy()?, out),
         Command::Labels { device } => Ok(migrate::labels(&device, out)?),
+        Command::Bench { device_type } => Ok(bench::run(&device_type, out)?),
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
 }

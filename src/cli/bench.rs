@@ -1,0 +1,348 @@
+//! `mdevmig bench`: throughput and memory of save, verify and save-pipe-restore on a
+//! simulated vGPU, against the baselines that bound them, all measured in one run.
+//!
+//! * Baseline 1: single-thread SHA-256 (the `sha2` crate) of the same bytes. Every
+//!   byte must be hashed once on each side, so this is the limit authenticated data
+//!   moves at on one core.
+//! * Baseline 2: a plain copy of the same bytes through a pipe, the transport with no
+//!   authentication at all (what QEMU does).
+//!
+//! save, verify and the two halves of save-pipe-restore run as child processes of
+//! this binary, so each one's peak RSS (VmHWM, which each child reports at exit
+//! when `MDEVMIG_REPORT_RSS` is set) is its own.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::output::Out;
+use crate::auth::{SigningKeyPair, TrustStore};
+use crate::codec::stream::{ReadOptions, StreamReader};
+use crate::device::{self, DataRead, DeviceSpec, MigState};
+use crate::error::{Code, Error, Result};
+use crate::plugins::Registry;
+
+/// Environment variable that makes the CLI print its peak RSS at exit.
+pub const REPORT_RSS_ENV: &str = "MDEVMIG_REPORT_RSS";
+
+/// Prints `peak-rss-kib: N` on stderr (called at exit when the env var is set).
+pub fn report_rss() {
+    if std::env::var_os(REPORT_RSS_ENV).is_none() {
+        return;
+    }
+    if let Some(kib) = peak_rss_kib() {
+        eprintln!("peak-rss-kib: {kib}");
+    }
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+struct Tmp(PathBuf);
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Run {
+    secs: f64,
+    rss_kib: u64,
+}
+
+fn child_rss(stderr: &[u8]) -> u64 {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|e| Error::io(Code::IoOpen, "current executable", &e))
+}
+
+fn run_child(args: &[&str]) -> Result<Run> {
+    let t = Instant::now();
+    let out = Command::new(exe()?)
+        .args(args)
+        .env(REPORT_RSS_ENV, "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::io(Code::IoOpen, "spawning a child", &e))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(Error::new(
+            Code::Internal,
+            format!(
+                "bench child {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    Ok(Run {
+        secs,
+        rss_kib: child_rss(&out.stderr),
+    })
+}
+
+/// Streams the simulated device's raw state through `f` in 1 MiB pieces.
+fn raw_state(spec: &str, mut f: impl FnMut(&[u8])) -> Result<u64> {
+    let registry = Registry::builtin();
+    let (mut dev, _) = device::open(&spec.parse::<DeviceSpec>()?, &registry)?;
+    dev.set_state(MigState::StopCopy)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    while let DataRead::Data(n) = dev.read_data(&mut buf)? {
+        f(&buf[..n]);
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+fn sha_baseline(spec: &str) -> Result<(u64, f64)> {
+    let mut h = Sha256::new();
+    let mut hashing = Duration::ZERO;
+    let total = raw_state(spec, |b| {
+        let t = Instant::now();
+        h.update(b);
+        hashing += t.elapsed();
+    })?;
+    std::hint::black_box(h.finalize());
+    Ok((total, hashing.as_secs_f64()))
+}
+
+fn pipe_baseline(spec: &str) -> Result<(u64, f64)> {
+    let (mut r, mut w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k as u64,
+            }
+        }
+        n
+    });
+    // Only the time spent writing into the pipe counts (it includes waiting for
+    // the reader); generating the bytes does not.
+    let mut writing = Duration::ZERO;
+    let total = raw_state(spec, |b| {
+        let t = Instant::now();
+        let _ = w.write_all(b);
+        writing += t.elapsed();
+    })?;
+    drop(w);
+    let got = reader
+        .join()
+        .map_err(|_| Error::new(Code::Internal, "pipe reader"))?;
+    if got != total {
+        return Err(Error::new(Code::Internal, "pipe baseline lost bytes"));
+    }
+    Ok((total, writing.as_secs_f64()))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn reject_time(path: &Path, trust: &TrustStore) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..201 {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
+        let t = Instant::now();
+        let r = StreamReader::open(std::io::BufReader::new(f), trust, &ReadOptions::default());
+        times.push(t.elapsed().as_secs_f64());
+        if r.is_ok() {
+            return Err(Error::new(Code::Internal, "a bad header was accepted"));
+        }
+    }
+    Ok(median(times))
+}
+
+fn flip_header_byte(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 20)
+        .map_err(|e| Error::io(Code::IoRead, path.display(), &e))?;
+    b[0] ^= 0x02; // state_version: the header signature no longer holds
+    f.write_all_at(&b, 20)
+        .map_err(|e| Error::io(Code::IoWrite, path.display(), &e))
+}
+
+pub fn run(device_type: &str, out: Out) -> Result<()> {
+    let tmp = Tmp(std::env::temp_dir().join(format!("mdevmig-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&tmp.0).map_err(|e| Error::io(Code::IoOpen, tmp.0.display(), &e))?;
+    let key = SigningKeyPair::generate();
+    let (kp, pp) = key.write_files(&tmp.0.join("bench"))?;
+    let (kp, pp) = (
+        kp.to_string_lossy().into_owned(),
+        pp.to_string_lossy().into_owned(),
+    );
+    let src = format!("sim:simgpu/{device_type},seed=11");
+    let dst = format!("sim:simgpu/{device_type},seed=12");
+    let stream = tmp.0.join("state.mdm").to_string_lossy().into_owned();
+    let p = |s: &str| eprintln!("bench: {s}");
+
+    p("baseline: single-thread SHA-256 of the raw state");
+    let (bytes, sha_secs) = sha_baseline(&src)?;
+    p("baseline: plain copy through a pipe");
+    let (_, pipe_secs) = pipe_baseline(&src)?;
+    p("save");
+    let save = run_child(&["save", "--device", &src, "--key", &kp, "-o", &stream])?;
+    p("verify");
+    let verify = run_child(&["verify", &stream, "--trust", &pp])?;
+    p("save | restore");
+    let t = Instant::now();
+    let mut saver = Command::new(exe()?)
+        .args(["save", "--device", &src, "--key", &kp, "-o", "-"])
+        .env(REPORT_RSS_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(Code::IoOpen, "spawning save", &e))?;
+    let pipe_out = saver
+        .stdout
+        .take()
+        .ok_or_else(|| Error::new(Code::Internal, "no save stdout"))?;
+    let restorer = Command::new(exe()?)
+        .args(["restore", "--device", &dst, "--trust", &pp, "-i", "-"])
+        .env(REPORT_RSS_ENV, "1")
+        .stdin(pipe_out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(Code::IoOpen, "spawning restore", &e))?;
+    let r_out = restorer
+        .wait_with_output()
+        .map_err(|e| Error::io(Code::IoRead, "restore", &e))?;
+    let s_out = saver
+        .wait_with_output()
+        .map_err(|e| Error::io(Code::IoRead, "save", &e))?;
+    let spr_secs = t.elapsed().as_secs_f64();
+    if !r_out.status.success() || !s_out.status.success() {
+        return Err(Error::new(
+            Code::Internal,
+            format!(
+                "save|restore failed: {}{}",
+                String::from_utf8_lossy(&s_out.stderr),
+                String::from_utf8_lossy(&r_out.stderr)
+            ),
+        ));
+    }
+    let (spr_save_rss, spr_restore_rss) = (child_rss(&s_out.stderr), child_rss(&r_out.stderr));
+
+    p("rejecting a bad header: 1 GiB-class stream and a small stream");
+    let trust = TrustStore::load(Path::new(&pp))?;
+    flip_header_byte(Path::new(&stream))?;
+    let big_len = std::fs::metadata(&stream).map(|m| m.len()).unwrap_or(0);
+    let reject_big = reject_time(Path::new(&stream), &trust)?;
+    let small = tmp.0.join("small.mdm");
+    {
+        let registry = Registry::builtin();
+        let (mut dev, _) = device::open(&"sim:mtty/mtty-2".parse::<DeviceSpec>()?, &registry)?;
+        let f = std::fs::File::create(&small).map_err(|e| Error::io(Code::IoOpen, small.display(), &e))?;
+        crate::broker::save(&mut *dev, &registry, &key, f, &Default::default())?;
+    }
+    flip_header_byte(&small)?;
+    let small_len = std::fs::metadata(&small).map(|m| m.len()).unwrap_or(0);
+    let reject_small = reject_time(&small, &trust)?;
+
+    let gbs = |secs: f64| bytes as f64 / secs / 1e9;
+    let sha = gbs(sha_secs);
+    let rows = [
+        ("save", gbs(save.secs), save.rss_kib),
+        ("verify", gbs(verify.secs), verify.rss_kib),
+        (
+            "save-pipe-restore",
+            gbs(spr_secs),
+            spr_save_rss.max(spr_restore_rss),
+        ),
+    ];
+    let mut t = format!(
+        "mdevmig bench: simgpu {device_type}, {} bytes of state ({:.2} GiB), {} cores\n\n",
+        bytes,
+        bytes as f64 / (1u64 << 30) as f64,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    t.push_str(&format!(
+        "baseline  single-thread SHA-256 (sha2)   {sha:>6.2} GB/s\n"
+    ));
+    t.push_str(&format!(
+        "baseline  plain copy through a pipe     {:>6.2} GB/s\n\n",
+        gbs(pipe_secs)
+    ));
+    t.push_str("                       throughput  vs SHA-256  vs pipe   peak RSS\n");
+    for (name, g, rss) in rows {
+        t.push_str(&format!(
+            "{name:<22} {g:>6.2} GB/s   {:>6.2}x   {:>6.2}x   {:>5.1} MiB\n",
+            g / sha,
+            g / gbs(pipe_secs),
+            rss as f64 / 1024.0
+        ));
+    }
+    t.push_str(&format!(
+        "  (save-pipe-restore peak RSS: save {:.1} MiB, restore {:.1} MiB)\n\n",
+        spr_save_rss as f64 / 1024.0,
+        spr_restore_rss as f64 / 1024.0
+    ));
+    t.push_str(&format!(
+        "reject a bad header: {small_len}-byte stream {:.1} us, {big_len}-byte stream {:.1} us, ratio {:.2}\n",
+        reject_small * 1e6,
+        reject_big * 1e6,
+        reject_big / reject_small
+    ));
+    let targets = [
+        (
+            "verify >= 1.6x single-thread SHA-256",
+            gbs(verify.secs) / sha >= 1.6,
+        ),
+        (
+            "save-pipe-restore >= 0.8x single-thread SHA-256",
+            gbs(spr_secs) / sha >= 0.8,
+        ),
+        (
+            "peak RSS of save, verify, restore <= 64 MiB",
+            rows.iter().all(|r| r.2 <= 64 * 1024),
+        ),
+        (
+            "bad-header rejection, big vs small <= 1.2x",
+            reject_big / reject_small <= 1.2,
+        ),
+    ];
+    t.push('\n');
+    for (name, ok) in targets {
+        t.push_str(&format!("{} {name}\n", if ok { "PASS" } else { "MISS" }));
+    }
+    out.ok(
+        &t,
+        json!({
+            "device_type": device_type, "bytes": bytes,
+            "baseline_sha256_gbs": sha, "baseline_pipe_gbs": gbs(pipe_secs),
+            "save": {"gbs": gbs(save.secs), "ratio_sha": gbs(save.secs) / sha, "peak_rss_kib": save.rss_kib},
+            "verify": {"gbs": gbs(verify.secs), "ratio_sha": gbs(verify.secs) / sha, "peak_rss_kib": verify.rss_kib},
+            "save_pipe_restore": {"gbs": gbs(spr_secs), "ratio_sha": gbs(spr_secs) / sha,
+                "save_peak_rss_kib": spr_save_rss, "restore_peak_rss_kib": spr_restore_rss},
+            "reject_bad_header": {"small_bytes": small_len, "small_us": reject_small * 1e6, "big_bytes": big_len, "big_us": reject_big * 1e6, "ratio": reject_big / reject_small},
+            "targets": targets.iter().map(|(n, ok)| json!({"target": n, "met": ok})).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(())
+}
