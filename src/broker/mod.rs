@@ -516,7 +516,14 @@ fn restore_inner(
                         sink.push(framing);
                     }
                 }
-                sink.push(chunk.data.to_vec());
+                if sink.open && sink.queue.is_empty() {
+                    // Streaming: the device is already loading and nothing is held
+                    // back, so the verified chunk goes straight in without a copy.
+                    dev.write_data(chunk.data)?;
+                    sink.written += chunk.data.len() as u64;
+                } else {
+                    sink.push(chunk.data.to_vec());
+                }
             }
             _ => {}
         }

@@ -305,13 +305,28 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
 }
 
 /// Opens `-` as stdin or a path as a file.
+/// The stream reader reads whole chunks itself, so inputs are not buffered again
+/// (a BufReader would copy every byte twice).
 pub fn open_input(file: &str) -> Result<Box<dyn Read + Send>> {
     if file == "-" {
-        Ok(Box::new(std::io::stdin()))
+        use std::os::fd::AsFd;
+        grow_pipe(&std::io::stdin());
+        // An unbuffered handle on fd 0 (Stdin would buffer and lock).
+        let fd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io(Code::IoOpen, "stdin", &e))?;
+        Ok(Box::new(std::fs::File::from(fd)))
     } else {
         let f = std::fs::File::open(file).map_err(|e| Error::io(Code::IoOpen, file, &e))?;
-        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+        Ok(Box::new(f))
     }
+}
+
+/// Grows a pipe's kernel buffer to 1 MiB (fewer wake-ups per chunk); anything
+/// that is not a pipe, or a refusal, is ignored.
+fn grow_pipe(fd: &impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 /// Opens `-` as stdout or creates a file.
