@@ -17,5 +17,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod plugins;
+pub mod sandbox;
 
 pub use error::{Code, Error, Result};

@@ -1,6 +1,9 @@
 //! Save/restore orchestration: round trips on every backend shape, and a fault
 //! injected at each step of save and of restore.
 
+#[path = "support/opts.rs"]
+mod opts;
+use opts::ropts;
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -73,20 +76,13 @@ fn sim_save_restore_gives_equal_digests_and_leaves_the_documented_states() {
         }
         let mut dst = mtty("mtty-2", 7);
         assert_ne!(dst.state_digest().unwrap(), digest);
-        let r = restore(
-            &mut dst,
-            &Registry::builtin(),
-            &trust(),
-            &stream[..],
-            &RestoreOptions::default(),
-        )
-        .unwrap();
+        let r = restore(&mut dst, &Registry::builtin(), &trust(), &stream[..], &ropts()).unwrap();
         assert_eq!(r.state_digest.unwrap(), digest);
         assert_eq!(dst.state().unwrap(), MigState::Stop);
         let mut dst2 = mtty("mtty-2", 7);
         let opts = RestoreOptions {
             resume: true,
-            ..Default::default()
+            ..ropts()
         };
         restore(&mut dst2, &Registry::builtin(), &trust(), &stream[..], &opts).unwrap();
         assert_eq!(dst2.state().unwrap(), MigState::Running);
@@ -389,7 +385,7 @@ fn a_fault_at_each_restore_step_leaves_the_destination_reset_with_its_code() {
         dst.faults = c.faults.clone();
         let opts = RestoreOptions {
             hold_back: c.hold_back,
-            ..Default::default()
+            ..ropts()
         };
         let e = restore(&mut dst, &Registry::builtin(), &trust(), &c.stream[..], &opts).unwrap_err();
         assert_eq!(e.code, c.code, "{}: {e}", c.name);
@@ -432,13 +428,7 @@ fn a_driver_refusal_at_resuming_to_stop_resets_the_destination() {
     let stream = saved(&mut src, &SaveOptions::default());
     let mut dst = mtty("mtty-2", 2);
     dst.faults.fail_arc_into = None;
-    let r = restore(
-        &mut dst,
-        &Registry::builtin(),
-        &trust(),
-        &stream[..],
-        &RestoreOptions::default(),
-    );
+    let r = restore(&mut dst, &Registry::builtin(), &trust(), &stream[..], &ropts());
     assert!(r.is_ok());
 }
 
@@ -465,7 +455,7 @@ fn the_file_backend_round_trips_raw_state_byte_for_byte() {
         &reg,
     )
     .unwrap();
-    restore(&mut *dst, &reg, &trust(), &stream[..], &RestoreOptions::default()).unwrap();
+    restore(&mut *dst, &reg, &trust(), &stream[..], &ropts()).unwrap();
     assert_eq!(std::fs::read(dir.join("out.raw")).unwrap(), raw);
     // A refused restore leaves no file behind.
     let (mut dst, _) = mdevmig::device::open(
@@ -485,7 +475,7 @@ fn the_file_backend_round_trips_raw_state_byte_for_byte() {
         &bad[..],
         &RestoreOptions {
             hold_back: 0,
-            ..Default::default()
+            ..ropts()
         }
     )
     .is_err());
@@ -502,7 +492,7 @@ fn region(dev: SimDevice) -> MigrationRegion {
             key: Some(std::sync::Arc::new(key())),
             trust: Some(std::sync::Arc::new(trust())),
             save: SaveOptions::default(),
-            restore: RestoreOptions::default(),
+            restore: ropts(),
         },
     )
 }

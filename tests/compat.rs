@@ -2,6 +2,9 @@
 //! `compat::descriptor::check` from descriptors alone and then acted out by saving
 //! the source's state and restoring it with the same policy.
 
+#[path = "support/opts.rs"]
+mod opts;
+use opts::ropts;
 use std::collections::BTreeSet;
 
 use mdevmig::auth::{SigningKeyPair, TrustStore};
@@ -65,7 +68,7 @@ fn act(stream: &[u8], dest: &str, policy: &Policy) -> Result<(), String> {
     let opts = RestoreOptions {
         policy: policy.clone(),
         load_window: host.versions,
-        ..Default::default()
+        ..ropts()
     };
     match restore(&mut *dev, &reg, &trust(), stream, &opts) {
         Ok(_) => Ok(()),
@@ -296,7 +299,7 @@ fn a_v3_source_is_refused_by_a_1_to_2_destination_and_save_for_fixes_it() {
         &out[..],
         &RestoreOptions {
             load_window: host.versions,
-            ..Default::default()
+            ..ropts()
         },
     )
     .unwrap();

@@ -2,6 +2,8 @@
 //! through save/restore on `file:` devices, and every malformed image is refused
 //! with its own `vendor.*` code before the destination sees a byte.
 
+#[path = "support/opts.rs"]
+mod opts;
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::{restore, save, RestoreOptions, SaveOptions};
 use mdevmig::device::{self, DeviceSpec};
@@ -9,6 +11,7 @@ use mdevmig::plugins::Registry;
 use mdevmig::Code;
 use mdevmig_hisi_acc::format::AccVfData;
 use mdevmig_mtty::{MttyState, MttyType};
+use opts::ropts;
 
 struct Dir(std::path::PathBuf);
 impl Drop for Dir {
@@ -53,7 +56,7 @@ fn load(d: &Dir, stream: &[u8], spec_tail: &str) -> Result<Vec<u8>, Code> {
     let reg = Registry::builtin();
     let spec = format!("file:{},{spec_tail}", p.display());
     let (mut dev, _) = device::open(&spec.parse::<DeviceSpec>().unwrap(), &reg).unwrap();
-    match restore(&mut *dev, &reg, &trust(), stream, &RestoreOptions::default()) {
+    match restore(&mut *dev, &reg, &trust(), stream, &ropts()) {
         Ok(_) => Ok(std::fs::read(&p).unwrap()),
         Err(e) => {
             assert!(!p.exists(), "refused restore left {}", p.display());
@@ -277,7 +280,7 @@ fn simgpu_every_source_version_against_every_destination_window() {
                 &s[..],
                 &RestoreOptions {
                     load_window: dhost.versions,
-                    ..Default::default()
+                    ..ropts()
                 },
             );
             let expect_ok = o <= v && min(v) <= l;

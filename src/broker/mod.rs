@@ -37,6 +37,7 @@ use crate::compat::{self, Action, Policy};
 use crate::device::{DataRead, MigState, MigrationDevice, FLAG_PRE_COPY};
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
+use crate::sandbox::{Sandbox, Validation};
 
 /// How to save.
 #[derive(Debug, Clone)]
@@ -343,6 +344,9 @@ pub struct RestoreOptions {
     pub hold_back: usize,
     /// The versions the plugin on this host loads, if narrowed.
     pub load_window: Option<mdevmig_plugin_api::VersionWindow>,
+    /// Where the vendor plugin validates structured sections (a sandboxed child
+    /// process unless in-process is chosen explicitly).
+    pub validation: Validation,
 }
 
 impl Default for RestoreOptions {
@@ -353,6 +357,7 @@ impl Default for RestoreOptions {
             resume: false,
             hold_back: 8 << 20,
             load_window: None,
+            validation: Validation::default(),
         }
     }
 }
@@ -479,11 +484,26 @@ fn restore_inner(
     let mut section_buf: Vec<u8> = Vec::new();
     // Sections below `next` have been handed to the sink (or skipped).
     let mut next = 0usize;
-    let emit = |idx: usize, data: &[u8], sink: &mut Sink| -> Result<()> {
+    let mut sandbox: Option<Sandbox> = None;
+    let mut validate = |spec: &SectionSpec, data: &[u8]| -> Result<()> {
+        match &opts.validation {
+            Validation::InProcess => Ok(plugin.validate_section(&dest, spec, data)?),
+            Validation::Sandbox(cfg) => {
+                if sandbox.is_none() {
+                    sandbox = Some(Sandbox::start(cfg)?);
+                }
+                match sandbox.as_mut() {
+                    Some(sb) => sb.validate(&dest, spec, data),
+                    None => Err(Error::new(Code::SandboxFailed, "no validator")),
+                }
+            }
+        }
+    };
+    let mut emit = |idx: usize, data: &[u8], sink: &mut Sink| -> Result<()> {
         let (v, s) = (&verdict.sections[idx], &header.sections[idx]);
         if let (Action::Send, Some(spec)) = (v.action, &v.spec) {
             if spec.kind == SectionKind::Structured {
-                plugin.validate_section(&dest, spec, data)?;
+                validate(spec, data)?;
                 // Framing and structure in one write(2): drivers must see it whole
                 // (hisi_acc once mis-restored a state split across writes).
                 let mut one = plugin.framing(spec, s.length);

@@ -195,6 +195,7 @@ pub struct RestoreArgs<'a> {
     pub resume: bool,
     pub session: Option<&'a str>,
     pub policy: Policy,
+    pub in_process: bool,
 }
 
 pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
@@ -207,6 +208,11 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
         policy: a.policy,
         resume: a.resume,
         load_window: host.versions,
+        validation: if a.in_process {
+            crate::sandbox::Validation::InProcess
+        } else {
+            crate::sandbox::Validation::default()
+        },
         ..RestoreOptions::default()
     };
     let src = Progress::new(

@@ -143,6 +143,10 @@ enum Command {
         session: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Validate vendor structures in this process instead of the sandboxed
+        /// child (for hosts that forbid forking; a plugin bug then hits mdevmig).
+        #[arg(long = "validate-in-process")]
+        validate_in_process: bool,
     },
     /// Describe a device: vendor, type, version windows, configuration, sections.
     Describe {
@@ -183,6 +187,15 @@ enum Command {
 
 /// Runs the command line; returns the process exit status.
 pub fn main() -> u8 {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crate::sandbox::CHILD_ARG) {
+        let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+        return crate::sandbox::child_main(
+            &crate::plugins::Registry::builtin(),
+            num(2, 512 << 20),
+            num(3, 30),
+        );
+    }
     let json = std::env::args().any(|a| a == "--json");
     let out = Out { json };
     let cli = match Cli::try_parse() {
@@ -281,6 +294,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             resume,
             session,
             policy,
+            validate_in_process,
         } => Ok(migrate::restore(
             migrate::RestoreArgs {
                 device: &device,
@@ -289,6 +303,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 resume,
                 session: session.as_deref(),
                 policy: policy.policy()?,
+                in_process: validate_in_process,
             },
             out,
         )?),

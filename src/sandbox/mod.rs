@@ -1,0 +1,359 @@
+//! Vendor validation in a least-privilege child process (seed 001: risky parsing
+//! belongs in a separate, restartable process).
+//!
+//! ```text
+//!   broker (parent)                         validator (child: `mdevmig __validate`)
+//!   spawn, stdin/stdout pipes only  ──────► rlimits (memory, CPU, files)
+//!                                           PR_SET_NO_NEW_PRIVS + seccomp filter
+//!                                   ◄────── "MDVREADY"
+//!   request: vendor, device, section, data ► plugin.validate_section()
+//!                                   ◄────── ok | vendor code + message
+//!   ... one request per structured section; a deadline on each answer
+//! ```
+//!
+//! A child that crashes (a panicking parser, an allocation past its memory limit, a
+//! forbidden syscall), or does not answer before the deadline (a parser that
+//! loops), is killed; the stream is refused with `io.sandbox` and the broker carries
+//! on. The child inherits no file descriptors but its three standard ones (Rust
+//! opens every other descriptor close-on-exec), its seccomp policy is the data in
+//! [`policy`], and it is limited by `RLIMIT_AS`, `RLIMIT_CPU` and `RLIMIT_NOFILE`.
+//!
+//! Structured sections (the vendor structures whose parsers hold the bugs of
+//! field-notes.md) are validated here; bulk sections' per-chunk checks (bounds
+//! only, in every built-in plugin) stay in the broker so a framebuffer does not cross
+//! a pipe twice. In-process validation is available for VMMs that forbid forking,
+//! chosen explicitly with [`Validation::InProcess`].
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+use mdevmig_plugin_api::{DeviceInfo, SectionKind, SectionSpec, VendorError};
+use serde_json::json;
+
+use crate::error::{Code, Error, Result};
+use crate::plugins::Registry;
+
+pub mod policy;
+
+/// The hidden subcommand the child runs.
+pub const CHILD_ARG: &str = "__validate";
+const READY: &[u8; 8] = b"MDVREADY";
+/// Largest request a child accepts (a structured section is at most a few MiB).
+const MAX_REQUEST: u64 = 64 << 20;
+
+/// Where vendor validation runs.
+#[derive(Debug, Clone)]
+pub enum Validation {
+    /// In a sandboxed child process (the default).
+    Sandbox(SandboxConfig),
+    /// In the broker's own process: for VMMs that forbid forking. A plugin bug
+    /// then takes the broker down with it.
+    InProcess,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Validation::Sandbox(SandboxConfig::default())
+    }
+}
+
+/// How the child is started and limited.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The validator program: `mdevmig` (or a build with the same `__validate`
+    /// entry point). `None` means the running executable, which is right for the
+    /// `mdevmig` binary; an embedding VMM names the installed `mdevmig`.
+    pub program: Option<PathBuf>,
+    /// Deadline for each answer.
+    pub deadline: Duration,
+    /// Address-space limit of the child.
+    pub memory_limit: u64,
+    /// CPU-time limit of the child, in seconds.
+    pub cpu_limit_secs: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            program: std::env::var_os("MDEVMIG_VALIDATOR").map(PathBuf::from),
+            deadline: Duration::from_secs(10),
+            memory_limit: 512 << 20,
+            cpu_limit_secs: 30,
+        }
+    }
+}
+
+impl Validation {
+    /// A sandbox running `program`.
+    pub fn sandbox(program: impl Into<PathBuf>) -> Self {
+        Validation::Sandbox(SandboxConfig {
+            program: Some(program.into()),
+            ..SandboxConfig::default()
+        })
+    }
+}
+
+/// A running validator child.
+pub struct Sandbox {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    answers: Receiver<std::io::Result<Vec<u8>>>,
+    deadline: Duration,
+}
+
+fn failed(msg: impl std::fmt::Display) -> Error {
+    Error::new(Code::SandboxFailed, format!("validation sandbox: {msg}"))
+}
+
+fn read_answer(out: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 5];
+    out.read_exact(&mut head)?;
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+    if len > 1 << 16 {
+        return Err(std::io::Error::other("answer too long"));
+    }
+    let mut body = vec![0u8; len as usize];
+    out.read_exact(&mut body)?;
+    let mut v = vec![head[0]];
+    v.extend_from_slice(&body);
+    Ok(v)
+}
+
+impl Sandbox {
+    /// Starts a child and waits for it to report that it is sandboxed.
+    pub fn start(cfg: &SandboxConfig) -> Result<Self> {
+        let program = match &cfg.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|e| failed(format!("current executable: {e}")))?,
+        };
+        let mut child = Command::new(&program)
+            .arg(CHILD_ARG)
+            .arg(cfg.memory_limit.to_string())
+            .arg(cfg.cpu_limit_secs.to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed(format!("starting {}: {e}", program.display())))?;
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().ok_or_else(|| failed("no stdout"))?;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut ready = [0u8; 8];
+            let r = stdout.read_exact(&mut ready).and_then(|()| {
+                if &ready == READY {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("not a validator"))
+                }
+            });
+            if tx.send(r.map(|()| Vec::new())).is_err() {
+                return;
+            }
+            loop {
+                let a = read_answer(&mut stdout);
+                let stop = a.is_err();
+                if tx.send(a).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut s = Sandbox {
+            child,
+            stdin,
+            answers: rx,
+            deadline: cfg.deadline,
+        };
+        s.answer().map_err(|e| {
+            failed(format!(
+                "{} did not start as a validator: {}",
+                program.display(),
+                e.message
+            ))
+        })?;
+        Ok(s)
+    }
+
+    fn answer(&mut self) -> Result<Vec<u8>> {
+        match self.answers.recv_timeout(self.deadline) {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => {
+                let status = self.reap();
+                Err(failed(format!("the validator died ({e}; {status})")))
+            }
+            Err(_) => {
+                let _ = self.child.kill();
+                let status = self.reap();
+                Err(failed(format!(
+                    "the validator did not answer within {:?} and was killed ({status})",
+                    self.deadline
+                )))
+            }
+        }
+    }
+
+    fn reap(&mut self) -> String {
+        self.stdin.take();
+        match self.child.wait() {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Validates one structured section in the child.
+    pub fn validate(&mut self, device: &DeviceInfo, spec: &SectionSpec, data: &[u8]) -> Result<()> {
+        let meta = json!({
+            "vendor": device.vendor, "device_type": device.device_type,
+            "attributes": device.attributes, "capabilities": device.capabilities,
+            "name": spec.name, "version": spec.version, "required": spec.required,
+            "capability": spec.capability, "max_len": spec.max_len,
+        })
+        .to_string();
+        let mut req = Vec::with_capacity(meta.len().saturating_add(data.len()).saturating_add(12));
+        req.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        req.extend_from_slice(meta.as_bytes());
+        req.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        req.extend_from_slice(data);
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| failed("validator already gone"))?;
+        if let Err(e) = stdin.write_all(&req).and_then(|()| stdin.flush()) {
+            let status = self.reap();
+            return Err(failed(format!("the validator died ({e}; {status})")));
+        }
+        let a = self.answer()?;
+        match a.split_first() {
+            Some((0, _)) => Ok(()),
+            Some((1, body)) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(body).map_err(|e| failed(format!("bad answer: {e}")))?;
+                let code = v["code"].as_str().unwrap_or("");
+                let message = v["message"].as_str().unwrap_or("").to_string();
+                // Only codes a built-in plugin defines come back as vendor codes.
+                match crate::plugins::all_error_codes().iter().find(|(c, _)| *c == code) {
+                    Some((c, _)) => Err(Error::new(Code::Vendor(c), message)),
+                    None => Err(failed(format!(
+                        "the validator answered an unknown code {code:?}: {message}"
+                    ))),
+                }
+            }
+            _ => Err(failed("malformed answer")),
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child: limits itself, enters seccomp, then serves requests until EOF.
+/// Returns the process exit status.
+pub fn child_main(registry: &Registry, memory_limit: u64, cpu_limit_secs: u64) -> u8 {
+    if let Err(e) = policy::confine(memory_limit, cpu_limit_secs) {
+        eprintln!("validator: {e}");
+        return 1;
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_all(READY).and_then(|()| stdout.flush()).is_err() {
+        return 1;
+    }
+    loop {
+        let (meta, data) = match read_request(&mut stdin) {
+            Ok(Some(r)) => r,
+            Ok(None) => return 0,
+            Err(_) => return 1,
+        };
+        let result = validate_one(registry, &meta, &data);
+        let (status, body) = match result {
+            Ok(()) => (0u8, Vec::new()),
+            Err(e) => (
+                1u8,
+                json!({"code": e.code, "message": e.message})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        };
+        let mut a = vec![status];
+        a.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        a.extend_from_slice(&body);
+        if stdout.write_all(&a).and_then(|()| stdout.flush()).is_err() {
+            return 1;
+        }
+    }
+}
+
+fn read_request(r: &mut impl Read) -> std::io::Result<Option<(serde_json::Value, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u64::from(u32::from_le_bytes(len));
+    if n > MAX_REQUEST {
+        return Err(std::io::Error::other("request too long"));
+    }
+    let mut meta = vec![0u8; n as usize];
+    r.read_exact(&mut meta)?;
+    let mut dl = [0u8; 8];
+    r.read_exact(&mut dl)?;
+    let dn = u64::from_le_bytes(dl);
+    if dn > MAX_REQUEST {
+        return Err(std::io::Error::other("section too long"));
+    }
+    let mut data = vec![0u8; dn as usize];
+    r.read_exact(&mut data)?;
+    let meta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
+    Ok(Some((meta, data)))
+}
+
+fn validate_one(
+    registry: &Registry,
+    m: &serde_json::Value,
+    data: &[u8],
+) -> std::result::Result<(), VendorError> {
+    let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
+    let map = |k: &str| -> std::collections::BTreeMap<String, String> {
+        m[k].as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(a, b)| (a.clone(), b.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let device = DeviceInfo {
+        vendor: s("vendor"),
+        device_type: s("device_type"),
+        attributes: map("attributes"),
+        capabilities: m["capabilities"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
+    };
+    let spec = SectionSpec {
+        name: s("name"),
+        version: m["version"]
+            .as_u64()
+            .and_then(|v| u16::try_from(v).ok())
+            .unwrap_or(0),
+        required: m["required"].as_bool().unwrap_or(true),
+        capability: m["capability"].as_str().map(String::from),
+        max_len: m["max_len"].as_u64().unwrap_or(0),
+        kind: SectionKind::Structured,
+    };
+    let plugin = registry
+        .for_state(&device.vendor, &device.device_type)
+        .map_err(|e| VendorError::new("vendor.no_plugin", e.message))?;
+    plugin.validate_section(&device, &spec, data)
+}
