@@ -226,11 +226,11 @@ fn run_for(vendor: &str, device_type: &str, out: Out) -> Result<()> {
     );
     let _ = writeln!(
         t,
-        "     destination {} ",
+        "     destination: {}",
         if untouched {
-            "untouched, still RUNNING"
+            "state unchanged, device RUNNING (reset if it had begun loading)"
         } else {
-            "was reset"
+            "CHANGED"
         }
     );
     steps.push(json!({"step": "tampered", "code": e.code.as_str()}));
