@@ -159,7 +159,11 @@ pub fn outcome_code(r: &Result<Accepted>) -> std::result::Result<&Accepted, &'st
 /// Reads an accepted stream again and writes its header and data back through
 /// [`StreamWriter`] with `key`. `None` if `bytes` is not accepted.
 pub fn reencode(bytes: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> Option<Vec<u8>> {
-    let mut r = StreamReader::open(bytes, trust, &ReadOptions::default()).ok()?;
+    let inline = ReadOptions {
+        single_threaded: true,
+        ..ReadOptions::default()
+    };
+    let mut r = StreamReader::open(bytes, trust, &inline).ok()?;
     let header = r.header().header.clone();
     let mut data = Vec::new();
     while let Some(c) = r.next_chunk().ok()? {
@@ -259,14 +263,19 @@ pub fn check_stream(input: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> R
                 "accepted stream is not the canonical encoding of its content"
             );
             let other = [0xa5; 32];
-            let code = read_all(input, trust, Some(other))
-                .map(|_| ())
-                .map_err(|e| e.code);
+            let bound = |nonce| {
+                let opts = ReadOptions {
+                    expected_nonce: Some(nonce),
+                    single_threaded: true,
+                };
+                read_with(input, trust, &opts)
+            };
+            let code = bound(other).map(|_| ()).map_err(|e| e.code);
             if a.header.session_bound() {
                 if a.header.session_nonce != other {
                     assert_eq!(code, Err(Code::SessionMismatch));
                 }
-                let own = read_all(input, trust, Some(a.header.session_nonce));
+                let own = bound(a.header.session_nonce);
                 assert_eq!(own.as_ref().ok(), Some(a));
             } else {
                 assert_eq!(code, Err(Code::UnboundStream));

@@ -1,0 +1,1621 @@
+//! A deterministic, structure-aware mutation suite for the envelope reader, the
+//! broker's restore path and the vendor plugins.
+//!
+//! Valid signed streams (the `spec/vectors` generator's single, session-bound and
+//! multi-section streams, a 25-chunk stream deeper than the reader's read-ahead,
+//! and a real mtty stream saved from a simulated device) are mutated field by
+//! field ([`layout`] knows where every field is), truncated, re-split, reordered,
+//! duplicated, dropped, spliced and replayed. Each field mutation is read twice: as
+//! it is (a changed signed byte must be refused) and re-signed by the test key (so
+//! the structural checks behind the signatures are reached: a length, count,
+//! undefined flag, kind or reserved byte must still be refused, and anything
+//! accepted must be the one canonical encoding of its content). For every input:
+//!
+//! - nothing panics (each input runs under `catch_unwind`; a failure names it);
+//! - nothing modified is accepted as the original;
+//! - every rejection's code is documented in `spec/errors.md`;
+//! - the reader's allocation stays bounded: a counting global allocator tracks the
+//!   bytes the reading thread holds, and the peak while reading one stream must stay
+//!   below 64 KiB plus one 4096-byte chunk buffer per slot the reader keeps (the
+//!   chunk it returned, one recycled, and its read-ahead of two per core): an
+//!   inflated `data_len` must not allocate. The counters are per thread so that
+//!   tests running in parallel (and the reader's hashing workers) do not disturb
+//!   the measurement.
+//!
+//! The `bug_class_NN_*` tests are the ten bug classes of state loaders from the
+//! field notes (QEMU CVE-2013-4148 onwards), each run against the envelope and the
+//! vendor plugins.
+
+#[path = "support/layout.rs"]
+mod layout;
+#[path = "support/vectors.rs"]
+mod vectors;
+
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use layout::{layout, must_refuse_signed, put, values, Field};
+use mdevmig::auth::{SigningKeyPair, TrustStore};
+use mdevmig::broker::{self, RestoreOptions, SaveOptions};
+use mdevmig::codec::header::{Header, SectionEntry};
+use mdevmig::codec::stream::ReadOptions;
+use mdevmig::codec::stream::StreamWriter;
+use mdevmig::device::{MigState, MigrationDevice};
+use mdevmig::fuzzing::{
+    documented, read_all, read_with, reencode, resign, test_signer, test_trust, Accepted, Segmented,
+};
+use mdevmig::plugins::Registry;
+use mdevmig_plugin_api::sim::SimModel;
+use mdevmig_plugin_api::{DeviceInfo, VendorPlugin};
+
+// ---------------------------------------------------------------------------
+// Counting allocator.
+
+struct Counting;
+
+thread_local! {
+    /// Bytes this thread holds now, relative to the last reset (may go negative
+    /// when it frees what it held before).
+    static CURRENT: Cell<isize> = const { Cell::new(0) };
+    /// The most `CURRENT` has been since the last reset.
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Inputs read under measurement, all threads.
+static MEASURED: AtomicU64 = AtomicU64::new(0);
+
+fn track(delta: isize) {
+    // try_with: no panic during thread teardown; the keys are const-initialised
+    // Cells without destructors, so they never allocate.
+    let _ = CURRENT.try_with(|c| {
+        let now = c.get().saturating_add(delta);
+        c.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
+}
+
+fn size(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged
+// and only updates thread-local counters besides.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        track(size(layout.size()));
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
+        track(size(layout.size()));
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        track(-size(layout.size()));
+        // SAFETY: `ptr` was allocated by `System` with `layout` (all our allocations are).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        track(size(new_size) - size(layout.size()));
+        // SAFETY: as for `dealloc`; `new_size` is the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns its result with the peak number of bytes this thread
+/// allocated on top of what it held when `f` started.
+fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    CURRENT.with(|c| c.set(0));
+    PEAK.with(|p| p.set(0));
+    let out = f();
+    MEASURED.fetch_add(1, Ordering::Relaxed);
+    let peak = PEAK.with(|p| p.get());
+    (out, usize::try_from(peak).unwrap_or(0))
+}
+
+/// The streams' chunk size.
+const CHUNK: usize = 4096;
+
+/// The allocation bound while reading one stream with 4096-byte chunks: 64 KiB
+/// for the header, the hashers and messages, and one buffer per chunk the reader
+/// holds (the one it returned, one recycled, and its read-ahead of two per core).
+/// Nothing may depend on a length read from the stream.
+fn alloc_bound() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    64 * 1024 + (2 + 2 * cores) * CHUNK
+}
+
+// ---------------------------------------------------------------------------
+// The streams.
+
+/// A valid stream to mutate.
+struct Base {
+    name: &'static str,
+    bytes: Vec<u8>,
+    /// The nonce a destination verifies it with.
+    nonce: Option<[u8; 32]>,
+    /// The same content in another stream (another stream id).
+    other: Vec<u8>,
+    /// What reading it gives.
+    accepted: Accepted,
+}
+
+fn base(name: &'static str, bytes: Vec<u8>, other: Vec<u8>, nonce: Option<[u8; 32]>) -> Base {
+    let accepted = read_all(&bytes[..], &test_trust(), nonce).unwrap_or_else(|e| panic!("{name}: {e}"));
+    Base {
+        name,
+        bytes,
+        nonce,
+        other,
+        accepted,
+    }
+}
+
+fn with_stream_id(mut h: Header, id: u8) -> Header {
+    h.stream_id = [id; 16];
+    h
+}
+
+fn single_base() -> Base {
+    let (h, d) = vectors::single();
+    let k = vectors::signer();
+    base(
+        "single",
+        vectors::build(&h, &k, &d),
+        vectors::build(&with_stream_id(h, 0x31), &k, &d),
+        None,
+    )
+}
+
+fn bound_base() -> Base {
+    let (mut h, d) = vectors::single();
+    h.flags = mdevmig::codec::FLAG_SESSION_BOUND;
+    h.session_nonce = vectors::SESSION;
+    let k = vectors::signer();
+    base(
+        "bound",
+        vectors::build(&h, &k, &d),
+        vectors::build(&with_stream_id(h, 0x32), &k, &d),
+        Some(vectors::SESSION),
+    )
+}
+
+fn multi_base() -> Base {
+    let (h, d) = vectors::multi();
+    let k = vectors::signer();
+    base(
+        "multi",
+        vectors::build(&h, &k, &d),
+        vectors::build(&with_stream_id(h, 0x33), &k, &d),
+        None,
+    )
+}
+
+/// 25 chunks in two sections: deeper than the reader's read-ahead on any
+/// machine with up to 12 cores.
+fn long_base() -> Base {
+    let (mut h, _) = vectors::multi();
+    h.sections.truncate(2);
+    h.sections[0].length = 20 * CHUNK as u64 + 100;
+    h.sections[1].length = 3 * CHUNK as u64;
+    let d: Vec<Vec<u8>> = h
+        .sections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (0..s.length)
+                .map(|j| (j as u8).wrapping_mul(13) ^ i as u8)
+                .collect()
+        })
+        .collect();
+    let k = vectors::signer();
+    base(
+        "long",
+        vectors::build(&h, &k, &d),
+        vectors::build(&with_stream_id(h, 0x34), &k, &d),
+        None,
+    )
+}
+
+fn registry() -> Registry {
+    Registry::builtin()
+}
+
+fn open_sim(spec: &str) -> Box<dyn MigrationDevice> {
+    mdevmig::device::open(&spec.parse().unwrap(), &registry())
+        .unwrap()
+        .0
+}
+
+/// A real mtty-2 stream saved from a simulated device (4096-byte chunks).
+fn mtty_stream(seed: u64, session: Option<[u8; 32]>) -> Vec<u8> {
+    let mut dev = open_sim(&format!("sim:mtty/mtty-2,seed={seed}"));
+    let mut out = Vec::new();
+    let opts = SaveOptions {
+        chunk_size: CHUNK as u32,
+        session,
+        ..SaveOptions::default()
+    };
+    broker::save(&mut *dev, &registry(), &test_signer(), &mut out, &opts).unwrap();
+    out
+}
+
+fn mtty_base() -> Base {
+    base("mtty", mtty_stream(3, None), mtty_stream(3, None), None)
+}
+
+// ---------------------------------------------------------------------------
+// The runner.
+
+/// What a mutated input must do.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Be refused (any documented code).
+    Reject,
+    /// Be refused with this code.
+    Code(&'static str),
+    /// Be refused, or be accepted as the canonical encoding of its content
+    /// (re-signed mutations of free values).
+    RejectOrCanonical,
+    /// Give exactly what the base stream gives (re-split input).
+    Same,
+}
+
+/// How the input reaches the reader.
+#[derive(Debug, Clone, Copy)]
+enum Feed<'a> {
+    Whole,
+    Pieces(usize),
+    Cuts(&'a [usize]),
+}
+
+struct Runner<'b> {
+    base: &'b Base,
+    trust: TrustStore,
+    key: SigningKeyPair,
+    count: u64,
+    peak: usize,
+    failures: Vec<String>,
+}
+
+impl<'b> Runner<'b> {
+    fn new(base: &'b Base) -> Self {
+        Runner {
+            base,
+            trust: test_trust(),
+            key: test_signer(),
+            count: 0,
+            peak: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, what: &dyn Fn() -> String, why: String) {
+        if self.failures.len() < 40 {
+            self.failures
+                .push(format!("{}: {}: {why}", self.base.name, what()));
+        }
+    }
+
+    /// Reads one input and checks it. A modified input identical to its base
+    /// does not count.
+    fn check(
+        &mut self,
+        what: &dyn Fn() -> String,
+        input: &[u8],
+        nonce: Option<[u8; 32]>,
+        feed: Feed<'_>,
+        expect: Expect,
+    ) {
+        if !matches!(expect, Expect::Same) && input == self.base.bytes && nonce == self.base.nonce {
+            return;
+        }
+        self.count += 1;
+        let trust = &self.trust;
+        let (result, peak) = measure(|| {
+            catch_unwind(AssertUnwindSafe(|| match feed {
+                Feed::Whole => read_all(input, trust, nonce),
+                // Odd piece sizes are hashed on this thread, even ones by the
+                // reader's workers: the read-ahead must not change the outcome.
+                Feed::Pieces(k) => {
+                    let opts = ReadOptions {
+                        expected_nonce: nonce,
+                        single_threaded: k % 2 == 1,
+                    };
+                    read_with(Segmented::every(input, k), trust, &opts)
+                }
+                Feed::Cuts(c) => read_all(Segmented::at(input, c), trust, nonce),
+            }))
+        });
+        self.peak = self.peak.max(peak);
+        if peak > alloc_bound() {
+            self.fail(
+                what,
+                format!("reading allocated {peak} bytes, above {}", alloc_bound()),
+            );
+        }
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => return self.fail(what, "the reader panicked".into()),
+        };
+        match (result, expect) {
+            (Err(e), _) if !documented(e.code.as_str()) => {
+                self.fail(what, format!("undocumented code {}", e.code))
+            }
+            (Err(e), Expect::Same) => self.fail(what, format!("refused ({}: {})", e.code, e.message)),
+            (Err(e), Expect::Code(c)) if e.code.as_str() != c => self.fail(
+                what,
+                format!("refused with {}, expected {c}: {}", e.code, e.message),
+            ),
+            (Err(_), _) => {}
+            (Ok(_), Expect::Reject | Expect::Code(_)) => {
+                self.fail(what, "accepted after modification".into())
+            }
+            (Ok(a), Expect::Same) if a != self.base.accepted => {
+                self.fail(what, "accepted with other content than the base".into())
+            }
+            (Ok(_), Expect::Same) => {}
+            (Ok(_), Expect::RejectOrCanonical) => {
+                if reencode(input, &self.trust, &self.key).as_deref() != Some(input) {
+                    self.fail(
+                        what,
+                        "accepted, but not the canonical encoding of its content".into(),
+                    )
+                }
+            }
+        }
+    }
+
+    fn whole(&mut self, what: &dyn Fn() -> String, input: &[u8], expect: Expect) {
+        self.check(what, input, self.base.nonce, Feed::Whole, expect)
+    }
+
+    fn finish(self, into: &mut Totals) {
+        into.count += self.count;
+        into.peak = into.peak.max(self.peak);
+        into.failures.extend(self.failures);
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    count: u64,
+    peak: usize,
+    failures: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Mutation families. Each takes a runner for one base stream.
+
+/// Every field set to each of its mutation values, as it is and re-signed. In
+/// streams of many chunks, the fields of the header, the first two and last two
+/// chunks and the trailer.
+fn fields(r: &mut Runner<'_>) {
+    let b = r.base.bytes.clone();
+    let l = layout(&b);
+    let n = l.chunks.len();
+    let wanted = |f: &Field| {
+        n <= 5
+            || !f.name.starts_with("chunk[")
+            || [0, 1, n - 2, n - 1]
+                .iter()
+                .any(|i| f.name.starts_with(&format!("chunk[{i}].")))
+    };
+    for f in l.fields.iter().filter(|f| wanted(f)) {
+        for v in values(f) {
+            let mut m = b.clone();
+            put(&mut m, f.at, f.width, v);
+            let what = || format!("{} = {v:#x}", f.name);
+            r.whole(&what, &m, Expect::Reject);
+            let signed = resign(&m, &r.key);
+            let what = || format!("{} = {v:#x}, re-signed", f.name);
+            let expect = if must_refuse_signed(f, v) {
+                Expect::Reject
+            } else {
+                Expect::RejectOrCanonical
+            };
+            r.whole(&what, &signed, expect);
+        }
+    }
+}
+
+/// Every prefix, for small streams; every boundary ±1 for large ones.
+fn truncations(r: &mut Runner<'_>, every_byte: bool) {
+    let b = r.base.bytes.clone();
+    let cuts: Vec<usize> = if every_byte {
+        (0..b.len()).collect()
+    } else {
+        let l = layout(&b);
+        let mut c: Vec<usize> = l
+            .boundaries
+            .iter()
+            .flat_map(|p| [p.saturating_sub(1), *p, p + 1])
+            .chain(0..l.header_len + 1)
+            .chain((0..b.len()).step_by(97))
+            .filter(|p| *p < b.len())
+            .collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    };
+    for n in cuts {
+        let what = || format!("cut to {n} bytes");
+        r.whole(&what, &b[..n], Expect::Code("format.truncated"));
+    }
+    // Something after the trailer: one byte, a second copy of the trailer, a
+    // second stream.
+    let l = layout(&b);
+    for tail in [vec![0u8], b[l.trailer..].to_vec(), b.clone()] {
+        let mut m = b.clone();
+        m.extend_from_slice(&tail);
+        let what = || format!("{} bytes after the trailer", tail.len());
+        r.whole(&what, &m, Expect::Code("format.trailing_data"));
+    }
+}
+
+/// Each byte xor 0x01, 0x80 and 0xff, and set to 0x00 and 0xff, as it is: a
+/// changed signed byte is always refused. Every byte of small streams; of large
+/// ones every header and record-frame byte and every 61st data byte.
+fn byte_flips(r: &mut Runner<'_>, every: bool) {
+    let b = r.base.bytes.clone();
+    let l = layout(&b);
+    let positions: Vec<usize> = if every {
+        (0..b.len()).collect()
+    } else {
+        (0..l.header_len)
+            .chain(
+                l.chunks
+                    .iter()
+                    .flat_map(|(s, e)| (*s..*s + 88).chain((*s + 88..*e).step_by(61))),
+            )
+            .chain(l.trailer..b.len())
+            .collect()
+    };
+    let mut m = b.clone();
+    for at in positions {
+        for v in [b[at] ^ 0x01, b[at] ^ 0x80, b[at] ^ 0xff, 0x00, 0xff] {
+            m[at] = v;
+            let what = || format!("byte {at} = {v:#04x}");
+            r.whole(&what, &m, Expect::Reject);
+        }
+        m[at] = b[at];
+    }
+}
+
+/// Every header byte set to every other value (cheap: most fail before the
+/// signature is checked).
+fn header_exhaustive(r: &mut Runner<'_>) {
+    let b = r.base.bytes.clone();
+    let hl = layout(&b).header_len;
+    let mut m = b.clone();
+    for at in 0..hl {
+        for v in 0..=255u8 {
+            if v == b[at] {
+                continue;
+            }
+            m[at] = v;
+            let what = || format!("header byte {at} = {v:#04x}");
+            r.whole(&what, &m, Expect::Reject);
+        }
+        m[at] = b[at];
+    }
+}
+
+/// Records reordered, duplicated, dropped, spliced from another stream, and the
+/// stream replayed against another session.
+fn records(r: &mut Runner<'_>) {
+    let b = r.base.bytes.clone();
+    let l = layout(&b);
+    let head = &b[..l.header_len];
+    let trailer = &b[l.trailer..];
+    let recs: Vec<&[u8]> = l.chunks.iter().map(|(s, e)| &b[*s..*e]).collect();
+    let other = r.base.other.clone();
+    let ol = layout(&other);
+    let orecs: Vec<&[u8]> = ol.chunks.iter().map(|(s, e)| &other[*s..*e]).collect();
+    let otrailer = &other[ol.trailer..];
+    let n = recs.len();
+    let assemble = |order: &[usize], pool: &[&[u8]], tail: &[u8]| {
+        let mut m = head.to_vec();
+        for i in order {
+            m.extend_from_slice(pool[*i]);
+        }
+        m.extend_from_slice(tail);
+        m
+    };
+
+    // Every order of the chunks (n! for n <= 5).
+    let mut perms: Vec<Vec<usize>> = vec![Vec::new()];
+    for _ in 0..if n <= 5 { n } else { 0 } {
+        let mut next = Vec::new();
+        for p in &perms {
+            for i in (0..n).filter(|i| !p.contains(i)) {
+                let mut q = p.clone();
+                q.push(i);
+                next.push(q);
+            }
+        }
+        perms = next;
+    }
+    for p in &perms {
+        let what = || format!("chunks in order {p:?}");
+        r.whole(&what, &assemble(p, &recs, trailer), Expect::Reject);
+    }
+    // Adjacent swaps have an exact code.
+    for i in 0..n.saturating_sub(1) {
+        let mut p: Vec<usize> = (0..n).collect();
+        p.swap(i, i + 1);
+        let what = || format!("chunks {i} and {} swapped", i + 1);
+        r.whole(
+            &what,
+            &assemble(&p, &recs, trailer),
+            Expect::Code("format.chunk_reordered"),
+        );
+    }
+    // Chunk i sent again at every later position (right after itself and at the
+    // end, for long streams).
+    for i in 0..n {
+        let later: Vec<usize> = if n <= 5 {
+            (i + 1..=n).collect()
+        } else {
+            vec![i + 1, n]
+        };
+        for at in later {
+            let mut p: Vec<usize> = (0..n).collect();
+            p.insert(at, i);
+            let what = || format!("chunk {i} again at position {at}");
+            r.whole(
+                &what,
+                &assemble(&p, &recs, trailer),
+                Expect::Code("format.chunk_duplicated"),
+            );
+        }
+    }
+    // Every non-empty subset of chunks dropped (each single chunk and each
+    // adjacent pair for long streams).
+    let masks: Vec<u64> = if n <= 5 {
+        (1..1 << n).collect()
+    } else {
+        (0..n)
+            .flat_map(|i| [1 << i, 3 << i])
+            .filter(|m| *m < 1 << n)
+            .collect()
+    };
+    for mask in masks {
+        let p: Vec<usize> = (0..n).filter(|i| mask & (1 << i) == 0).collect();
+        let what = || format!("chunks {mask:#b} dropped");
+        r.whole(
+            &what,
+            &assemble(&p, &recs, trailer),
+            Expect::Code("format.chunk_dropped"),
+        );
+    }
+    // Chunks and trailer spliced in from the other stream (same key and content).
+    for i in 0..n {
+        let mut pool = recs.clone();
+        pool[i] = orecs[i];
+        let p: Vec<usize> = (0..n).collect();
+        let what = || format!("chunk {i} from another stream");
+        r.whole(
+            &what,
+            &assemble(&p, &pool, trailer),
+            Expect::Code("auth.bad_chunk_signature"),
+        );
+    }
+    let p: Vec<usize> = (0..n).collect();
+    let what = || "trailer from another stream".to_owned();
+    r.whole(
+        &what,
+        &assemble(&p, &recs, otrailer),
+        Expect::Code("auth.bad_trailer_signature"),
+    );
+    let what = || "every chunk from another stream".to_owned();
+    r.whole(
+        &what,
+        &assemble(&p, &orecs, otrailer),
+        Expect::Code("auth.bad_chunk_signature"),
+    );
+    let what = || "trailer twice".to_owned();
+    let mut m = b.clone();
+    m.extend_from_slice(trailer);
+    r.whole(&what, &m, Expect::Code("format.trailing_data"));
+    let what = || "no trailer".to_owned();
+    r.whole(&what, &b[..l.trailer], Expect::Code("format.truncated"));
+    let what = || "the other stream's header".to_owned();
+    let mut m = other[..ol.header_len].to_vec();
+    m.extend_from_slice(&b[l.header_len..]);
+    r.whole(&what, &m, Expect::Code("auth.bad_chunk_signature"));
+
+    // Replay: verified by a destination that issued another nonce, or none.
+    let bound = r.base.nonce.is_some();
+    for nonce in [Some([0x22; 32]), Some([0; 32]), None] {
+        if nonce == r.base.nonce || (nonce.is_none() && bound) {
+            continue;
+        }
+        let what = || format!("replayed with expected nonce {nonce:02x?}");
+        let code = if bound {
+            "auth.session_mismatch"
+        } else {
+            "auth.unbound_stream"
+        };
+        r.check(&what, &b, nonce, Feed::Whole, Expect::Code(code));
+    }
+}
+
+/// The valid stream read in pieces of every size `k` and split at every point:
+/// the result must not depend on segmentation (the hisi_acc bug class).
+fn resplits(r: &mut Runner<'_>, every: bool) {
+    let b = r.base.bytes.clone();
+    let nonce = r.base.nonce;
+    let (sizes, points): (Vec<usize>, Vec<usize>) = if every {
+        ((1..=b.len()).collect(), (0..=b.len()).collect())
+    } else {
+        let l = layout(&b);
+        let sizes = (1..=97)
+            .chain([88, 89, 4095, 4096, 4097, 4184, b.len()])
+            .collect();
+        let mut points: Vec<usize> = l
+            .boundaries
+            .iter()
+            .flat_map(|p| [p.saturating_sub(1), *p, p + 1])
+            .chain((0..b.len()).step_by(251))
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        (sizes, points)
+    };
+    for k in sizes {
+        let what = || format!("read in {k}-byte pieces");
+        r.check(&what, &b, nonce, Feed::Pieces(k), Expect::Same);
+    }
+    for p in points {
+        let cut = [p];
+        let what = || format!("split at {p}");
+        r.check(&what, &b, nonce, Feed::Cuts(&cut), Expect::Same);
+    }
+    // Every record boundary at once, with interruptions.
+    let l = layout(&b);
+    let what = || "split at every field boundary".to_owned();
+    r.check(&what, &b, nonce, Feed::Cuts(&l.boundaries), Expect::Same);
+    let got = read_all(Segmented::every(&b, 3).interrupting(), &r.trust, nonce);
+    if got.as_ref().ok() != Some(&r.base.accepted) {
+        r.failures
+            .push(format!("{}: interrupted reads changed the outcome", r.base.name));
+    }
+}
+
+fn run_families(base: &Base, small: bool, exhaustive: bool, totals: &mut Totals) {
+    let start = Instant::now();
+    let mut r = Runner::new(base);
+    fields(&mut r);
+    truncations(&mut r, small);
+    byte_flips(&mut r, small);
+    if exhaustive {
+        header_exhaustive(&mut r);
+    }
+    records(&mut r);
+    resplits(&mut r, small);
+    eprintln!(
+        "mutation: {}: {} inputs in {:.2?}",
+        base.name,
+        r.count,
+        start.elapsed()
+    );
+    r.finish(totals);
+}
+
+#[test]
+fn mutated_streams_are_refused_without_panic_or_unbounded_allocation() {
+    let start = Instant::now();
+    let bases = [
+        single_base(),
+        bound_base(),
+        multi_base(),
+        mtty_base(),
+        long_base(),
+    ];
+    let [single, bound, multi, mtty, long] = &bases;
+    // Two threads, about equal work.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            let mut t = Totals::default();
+            run_families(single, true, true, &mut t);
+            run_families(bound, true, false, &mut t);
+            run_families(mtty, true, false, &mut t);
+            t
+        });
+        let b = s.spawn(|| {
+            let mut t = Totals::default();
+            run_families(multi, false, true, &mut t);
+            run_families(long, false, false, &mut t);
+            t
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let count = a.count + b.count;
+    let mut failures = a.failures;
+    failures.extend(b.failures);
+    eprintln!(
+        "mutation: {count} inputs in {:.2?}, peak allocation while reading {} bytes (bound {})",
+        start.elapsed(),
+        a.peak.max(b.peak),
+        alloc_bound()
+    );
+    assert!(MEASURED.load(Ordering::Relaxed) >= count);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(count >= 100_000, "only {count} mutated inputs ran");
+}
+
+// ---------------------------------------------------------------------------
+// The broker's restore path.
+
+fn restore_opts(session: Option<[u8; 32]>) -> RestoreOptions {
+    RestoreOptions {
+        session,
+        resume: true,
+        // The real sandbox, with this build's mdevmig as the validator.
+        validation: mdevmig::sandbox::Validation::sandbox(env!("CARGO_BIN_EXE_mdevmig")),
+        ..RestoreOptions::default()
+    }
+}
+
+fn restore(
+    dev: &mut dyn MigrationDevice,
+    input: &[u8],
+    session: Option<[u8; 32]>,
+) -> mdevmig::Result<broker::RestoreReport> {
+    broker::restore(dev, &registry(), &test_trust(), input, &restore_opts(session))
+}
+
+#[test]
+fn restore_of_the_unmutated_mtty_stream_reproduces_the_source() {
+    let mut src = open_sim("sim:mtty/mtty-2,seed=3");
+    let digest = src.state_digest();
+    let mut dst = open_sim("sim:mtty/mtty-2,seed=7");
+    assert_ne!(dst.state_digest(), digest);
+    let report = restore(&mut *dst, &mtty_stream(3, None), None).unwrap();
+    assert_eq!(report.state_digest, digest);
+    assert_eq!(dst.state().unwrap(), MigState::Running);
+}
+
+#[test]
+fn restore_refuses_mutated_streams_and_leaves_the_device_running_and_unchanged() {
+    let start = Instant::now();
+    let mut dev = open_sim("sim:mtty/mtty-2,seed=7");
+    let before = dev.state_digest();
+    let mut count = 0u64;
+    let mut failures = Vec::new();
+    let mut one = |dev: &mut Box<dyn MigrationDevice>,
+                   what: &dyn Fn() -> String,
+                   input: &[u8],
+                   session: Option<[u8; 32]>| {
+        count += 1;
+        let got = catch_unwind(AssertUnwindSafe(|| restore(&mut **dev, input, session)));
+        let why = match got {
+            Err(_) => Some("panicked".to_owned()),
+            Ok(Ok(_)) => Some("accepted after modification".to_owned()),
+            Ok(Err(e)) if !documented(e.code.as_str()) => Some(format!("undocumented code {}", e.code)),
+            Ok(Err(_)) => None,
+        };
+        let state = dev.state();
+        let why = why.or_else(|| {
+            (state.as_ref().ok() != Some(&MigState::Running)).then(|| format!("device left in {state:?}"))
+        });
+        let why = why.or_else(|| (dev.state_digest() != before).then(|| "device state changed".to_owned()));
+        if let Some(why) = why {
+            // Start the next input from a clean device, so one failure is reported once.
+            *dev = open_sim("sim:mtty/mtty-2,seed=7");
+            if failures.len() < 40 {
+                failures.push(format!("{}: {why}", what()));
+            }
+        }
+    };
+    let b = mtty_stream(3, None);
+    let l = layout(&b);
+    for n in 0..b.len() {
+        one(&mut dev, &|| format!("cut to {n}"), &b[..n], None);
+    }
+    for at in 0..b.len() {
+        let mut m = b.clone();
+        m[at] ^= 0xff;
+        one(&mut dev, &|| format!("byte {at} ^ 0xff"), &m, None);
+    }
+    for f in &l.fields {
+        for v in values(f) {
+            let mut m = b.clone();
+            put(&mut m, f.at, f.width, v);
+            one(&mut dev, &|| format!("{} = {v:#x}", f.name), &m, None);
+            if must_refuse_signed(f, v) {
+                let s = resign(&m, &test_signer());
+                one(&mut dev, &|| format!("{} = {v:#x}, re-signed", f.name), &s, None);
+            }
+        }
+    }
+    // Records: the chunk twice, dropped, from another stream; the trailer from
+    // another stream; replay into another session.
+    let other = mtty_stream(3, None);
+    let ol = layout(&other);
+    let (c0, c1) = l.chunks[0];
+    let mut dup = b[..c1].to_vec();
+    dup.extend_from_slice(&b[c0..]);
+    one(&mut dev, &|| "chunk twice".into(), &dup, None);
+    let mut dropped = b[..c0].to_vec();
+    dropped.extend_from_slice(&b[c1..]);
+    one(&mut dev, &|| "chunk dropped".into(), &dropped, None);
+    let mut spliced = b[..c0].to_vec();
+    spliced.extend_from_slice(&other[ol.chunks[0].0..ol.chunks[0].1]);
+    spliced.extend_from_slice(&b[c1..]);
+    one(&mut dev, &|| "chunk from another stream".into(), &spliced, None);
+    let mut tail = b[..l.trailer].to_vec();
+    tail.extend_from_slice(&other[ol.trailer..]);
+    one(&mut dev, &|| "trailer from another stream".into(), &tail, None);
+    let bound = mtty_stream(3, Some([0x11; 32]));
+    one(
+        &mut dev,
+        &|| "bound stream replayed to another session".into(),
+        &bound,
+        Some([0x22; 32]),
+    );
+    one(
+        &mut dev,
+        &|| "unbound stream where a bound one is required".into(),
+        &b,
+        Some([0x11; 32]),
+    );
+    // A state the plugin must refuse, signed by the trusted key.
+    let mut bad = b.clone();
+    bad[c0 + 88 + 24 + 24] = 200; // port 0 rxtx.head
+    let bad = resign(&bad, &test_signer());
+    one(&mut dev, &|| "FIFO head 200, re-signed".into(), &bad, None);
+    eprintln!("restore mutation: {count} inputs in {:.2?}", start.elapsed());
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(count > 1000, "only {count} inputs");
+}
+
+// ---------------------------------------------------------------------------
+// The ten bug classes of state loaders (field notes), against the envelope and
+// the plugins.
+
+fn mtty_device(ty: &str) -> DeviceInfo {
+    DeviceInfo {
+        vendor: "mtty".into(),
+        device_type: ty.into(),
+        ..DeviceInfo::default()
+    }
+}
+
+fn mtty_state() -> mdevmig_mtty::MttyState {
+    mdevmig_mtty::MttyState::default_for(mdevmig_mtty::MttyType::Mtty2)
+}
+
+fn mtty_validate(s: &mdevmig_mtty::MttyState) -> Result<(), &'static str> {
+    mdevmig_mtty::MttyPlugin
+        .validate_section(
+            &mtty_device("mtty-2"),
+            &mdevmig_mtty::MttyPlugin::section_spec(),
+            &s.to_bytes(),
+        )
+        .map_err(|e| e.code)
+}
+
+fn simgpu_attrs() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("encoder".to_owned(), "on".to_owned()),
+        ("ctx3".to_owned(), "on".to_owned()),
+        ("heads".to_owned(), "1".to_owned()),
+    ])
+}
+
+/// A saved raw stream of the small simgpu fuzz device, and its records
+/// (tag, start of data, data length).
+fn simgpu_raw() -> (Vec<u8>, Vec<(u16, usize, usize)>) {
+    let mut m = mdevmig_simgpu::SimGpuModel::fuzz_model(5, &simgpu_attrs());
+    m.guest_activity(2);
+    m.begin_save();
+    let mut raw = vec![0u8; m.raw_len() as usize];
+    let n = m.read_raw(0, &mut raw);
+    raw.truncate(n);
+    let mut recs = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let tag = u16::from_le_bytes(raw[pos + 4..pos + 6].try_into().unwrap());
+        let len = u64::from_le_bytes(raw[pos + 16..pos + 24].try_into().unwrap()) as usize;
+        recs.push((tag, pos + 32, len));
+        pos += 32 + len;
+    }
+    (raw, recs)
+}
+
+/// Loads a raw simgpu stream into a fresh fuzz device in `piece`-byte writes;
+/// the digest, or the first error's code.
+fn simgpu_load(raw: &[u8], piece: usize) -> Result<[u8; 32], &'static str> {
+    let mut m = mdevmig_simgpu::SimGpuModel::fuzz_model(9, &simgpu_attrs());
+    m.begin_load();
+    for p in raw.chunks(piece.max(1)) {
+        if let Err(e) = m.load_data(p) {
+            m.abort_load();
+            return Err(e.code);
+        }
+    }
+    m.end_load().map_err(|e| e.code)?;
+    Ok(m.digest())
+}
+
+/// Re-frames record `tag` of a raw simgpu stream with `length` in its header
+/// (checksum recomputed, so the framing itself is valid).
+fn simgpu_reframe(raw: &[u8], recs: &[(u16, usize, usize)], tag: u16, length: u64) -> Vec<u8> {
+    let (_, data, _) = recs.iter().find(|r| r.0 == tag).unwrap();
+    let at = data - 32;
+    let mut m = raw.to_vec();
+    m[at + 16..at + 24].copy_from_slice(&length.to_le_bytes());
+    let check = mdevmig_simgpu::record::fnv1a64(&m[at..at + 24]);
+    m[at + 24..at + 32].copy_from_slice(&check.to_le_bytes());
+    m
+}
+
+fn simgpu_regs() -> Vec<u8> {
+    let (raw, recs) = simgpu_raw();
+    let (_, at, len) = recs.iter().find(|r| r.0 == 3).unwrap();
+    raw[*at..at + len].to_vec()
+}
+
+/// Validates a `simgpu.regs` section as the plugin does on a vgpu-64m destination.
+fn simgpu_validate_regs(regs: &[u8]) -> Result<(), &'static str> {
+    let ty = mdevmig_simgpu::VGPU_64M;
+    let mut decoded = mdevmig_simgpu::sections::Regs::decode(regs).map_err(|e| e.code)?;
+    // The fuzz device's regs are for its own framebuffer size; re-target them.
+    decoded.fb_pages = ty.fb_pages();
+    let device = DeviceInfo {
+        vendor: "simgpu".into(),
+        device_type: ty.name().into(),
+        attributes: simgpu_attrs(),
+        ..DeviceInfo::default()
+    };
+    mdevmig_simgpu::SimGpuPlugin::new()
+        .validate_section(
+            &device,
+            &mdevmig_simgpu::Section::Regs.spec(ty),
+            &decoded.encode(),
+        )
+        .map_err(|e| e.code)
+}
+
+/// Reads `bytes` (whole) with the test trust store: the code, or "ok".
+fn code(bytes: &[u8]) -> &'static str {
+    match read_all(bytes, &test_trust(), None) {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    }
+}
+
+/// The single stream with `patch` applied to its header fields, written by the
+/// real writer when the header passes its checks, else by patching and
+/// re-signing the bytes.
+fn single_with(patch: impl Fn(&Field) -> Option<u64>) -> Vec<u8> {
+    let b = single_base().bytes;
+    let l = layout(&b);
+    let mut m = b.clone();
+    for f in &l.fields {
+        if let Some(v) = patch(f) {
+            put(&mut m, f.at, f.width, v);
+        }
+    }
+    resign(&m, &test_signer())
+}
+
+fn field_named(name: &str) -> impl Fn(&Field) -> bool + '_ {
+    move |f: &Field| f.name == name
+}
+
+#[test]
+fn bug_class_01_index_from_stream_mtty_fifo_head_200_and_chunk_section_index() {
+    // mtty: the kernel indexes fifo[head] before masking it.
+    for (head, tail) in [(200u8, 0u8), (16, 0), (255, 0), (0, 16), (0, 200)] {
+        let mut s = mtty_state();
+        s.ports_mut()[1].rxtx.head = head;
+        s.ports_mut()[1].rxtx.tail = tail;
+        assert_eq!(
+            mtty_validate(&s),
+            Err("vendor.mtty.fifo_index"),
+            "head {head} tail {tail}"
+        );
+    }
+    // The envelope: a section index from the stream is never used to index the
+    // table before it is compared with the expected one.
+    let is = field_named("chunk[0].section_index");
+    for v in [1u64, 200, 0xffff] {
+        let m = single_with(|f| is(f).then_some(v));
+        assert_eq!(code(&m), "format.chunk_mismatch", "section_index {v}");
+    }
+    // simgpu: a context index past ctx_count must be empty.
+    let mut regs = mdevmig_simgpu::sections::Regs::decode(&simgpu_regs()).unwrap();
+    let n = regs.ctx_count as usize;
+    regs.contexts[n].state = 1;
+    assert_eq!(simgpu_validate_regs(&regs.encode()), Err("vendor.simgpu.context"));
+}
+
+#[test]
+fn bug_class_02_count_larger_than_capacity_mtty_count_17_simgpu_ctx_count_section_count() {
+    let mut s = mtty_state();
+    s.ports_mut()[0].rxtx.count = 17;
+    assert_eq!(mtty_validate(&s), Err("vendor.mtty.fifo_count"));
+    s.ports_mut()[0].rxtx.count = 255;
+    assert_eq!(mtty_validate(&s), Err("vendor.mtty.fifo_count"));
+
+    let mut regs = mdevmig_simgpu::sections::Regs::decode(&simgpu_regs()).unwrap();
+    for n in [65u32, 1000, u32::MAX] {
+        regs.ctx_count = n;
+        assert_eq!(
+            simgpu_validate_regs(&regs.encode()),
+            Err("vendor.simgpu.ctx_count"),
+            "ctx_count {n}"
+        );
+    }
+    // fb-dirty count above its capacity.
+    let (raw, recs) = simgpu_raw();
+    let (_, at, _) = *recs.iter().find(|r| r.0 == 2).unwrap();
+    let mut m = raw.clone();
+    let capacity = u32::from_le_bytes(m[at + 8..at + 12].try_into().unwrap());
+    m[at + 4..at + 8].copy_from_slice(&(capacity + 1).to_le_bytes());
+    assert_eq!(simgpu_load(&m, 4096), Err("vendor.simgpu.dirty_count"));
+
+    // The envelope: section and attribute counts above their caps, signed.
+    let sc = field_named("header.section_count");
+    assert_eq!(
+        code(&single_with(|f| sc(f).then_some(65))),
+        "limit.too_many_sections"
+    );
+    let ac = field_named("header.attr_count");
+    assert_eq!(
+        code(&single_with(|f| ac(f).then_some(17))),
+        "limit.too_many_attributes"
+    );
+}
+
+#[test]
+fn bug_class_03_size_from_stream_where_the_local_constant_must_be_used() {
+    // simgpu: a record's length field must be the type's constant, whatever the
+    // framing says (checksum valid).
+    let (raw, recs) = simgpu_raw();
+    for (tag, _, len) in &recs {
+        for wrong in [
+            0u64,
+            1,
+            *len as u64 - 1,
+            *len as u64 + 1,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
+            let m = simgpu_reframe(&raw, &recs, *tag, wrong);
+            assert_eq!(
+                simgpu_load(&m, 65536),
+                Err("vendor.simgpu.bad_length"),
+                "tag {tag} length {wrong}"
+            );
+        }
+    }
+    // A structured section of the wrong length is refused by validate_section.
+    let regs = simgpu_regs();
+    for n in [0, 4095, 4097, 8192] {
+        let mut r = regs.clone();
+        r.resize(n, 0);
+        assert_eq!(
+            simgpu_validate_regs(&r),
+            Err("vendor.simgpu.bad_length"),
+            "regs of {n} bytes"
+        );
+    }
+    // mtty through the broker: a signed header may declare any section length;
+    // the plugin uses its type's constant (96 for mtty-2), not the header's.
+    for len in [60usize, 95, 97] {
+        let mut h = vectors::single().0;
+        h.sections[0].length = len as u64;
+        let mut data = mtty_state().to_bytes();
+        data.resize(len, 0);
+        let s = vectors::build(&h, &test_signer(), &[data]);
+        let mut dev = open_sim("sim:mtty/mtty-2,seed=7");
+        let before = dev.state_digest();
+        let e = restore(&mut *dev, &s, None).unwrap_err();
+        assert!(
+            matches!(
+                e.code.as_str(),
+                "vendor.mtty.bad_length" | "limit.section_too_large"
+            ),
+            "{len}: {e:?}"
+        );
+        assert_eq!(dev.state_digest(), before);
+    }
+}
+
+#[test]
+fn bug_class_04_integer_overflow_in_size_arithmetic_section_length_near_u64_max() {
+    let key = test_signer();
+    // Header::check and the reader sum section lengths with checked arithmetic.
+    let mut h = vectors::multi().0;
+    for lens in [
+        [u64::MAX, 0, 1],
+        [u64::MAX - 1, 1, 1],
+        [1 << 63, 0, 1 << 63],
+        [(1 << 40) - 1, 0, 2],
+        [1 << 39, 1 << 39, 1],
+    ] {
+        for (s, l) in h.sections.iter_mut().zip(lens) {
+            s.length = l;
+        }
+        assert_eq!(
+            h.check().unwrap_err().code.as_str(),
+            "limit.stream_too_large",
+            "{lens:?}"
+        );
+        let _ = h.chunk_count(); // must not panic
+    }
+    // The same lengths, signed onto the wire.
+    let b = multi_base().bytes;
+    let l = layout(&b);
+    for v in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 40) + 1] {
+        for i in 0..3 {
+            let name = format!("section[{i}].length");
+            let f = l.fields.iter().find(|f| f.name == name).unwrap();
+            let mut m = b.clone();
+            put(&mut m, f.at, 8, v);
+            assert_eq!(
+                code(&resign(&m, &key)),
+                "limit.stream_too_large",
+                "{name} = {v:#x}"
+            );
+        }
+    }
+    // Offsets and counts near the top: offset + data_len must not wrap.
+    for (name, v) in [
+        ("chunk[4].offset", u64::MAX),
+        ("chunk[4].offset", u64::MAX - 1807),
+        ("chunk[0].seq", u64::MAX),
+        ("trailer.chunk_count", u64::MAX),
+        ("trailer.total_len", u64::MAX),
+    ] {
+        let f = l.fields.iter().find(|f| f.name == name).unwrap();
+        let mut m = b.clone();
+        put(&mut m, f.at, 8, v);
+        assert_ne!(code(&resign(&m, &key)), "ok", "{name} = {v:#x}");
+    }
+    // simgpu's bulk range check: offset + len past u64::MAX.
+    let ty = mdevmig_simgpu::VGPU_64M;
+    let device = DeviceInfo {
+        vendor: "simgpu".into(),
+        device_type: ty.name().into(),
+        ..DeviceInfo::default()
+    };
+    let spec = mdevmig_simgpu::Section::Fb.spec(ty);
+    for offset in [u64::MAX, u64::MAX - 4095, ty.fb_len() - 4095] {
+        let e = mdevmig_simgpu::SimGpuPlugin::new()
+            .validate_bulk(&device, &spec, offset, &[0u8; 4096])
+            .unwrap_err();
+        assert_eq!(e.code, "vendor.simgpu.bulk_range", "offset {offset:#x}");
+    }
+}
+
+#[test]
+fn bug_class_05_offset_plus_size_past_the_buffer_chunk_offset() {
+    // A chunk whose offset + data_len runs past its section (signed, so only the
+    // position check can catch it).
+    let b = multi_base().bytes;
+    let l = layout(&b);
+    let key = test_signer();
+    for (name, v) in [
+        ("chunk[0].offset", 1u64),
+        ("chunk[0].offset", 4999),
+        ("chunk[1].offset", 4095),
+        ("chunk[2].offset", 9999),
+        ("chunk[4].offset", 10000),
+    ] {
+        let f = l.fields.iter().find(|f| f.name == name).unwrap();
+        let mut m = b.clone();
+        put(&mut m, f.at, 8, v);
+        assert_eq!(code(&resign(&m, &key)), "format.chunk_mismatch", "{name} = {v}");
+    }
+    // simgpu: fb-dirty page indices must lie inside the framebuffer.
+    let (raw, recs) = simgpu_raw();
+    let (_, at, _) = *recs.iter().find(|r| r.0 == 2).unwrap();
+    let mut m = raw.clone();
+    m[at + 4..at + 8].copy_from_slice(&1u32.to_le_bytes());
+    m[at + 16..at + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(simgpu_load(&m, 4096), Err("vendor.simgpu.dirty_index"));
+    // simgpu bulk: the last byte, one past it.
+    let ty = mdevmig_simgpu::VGPU_64M;
+    let device = DeviceInfo {
+        vendor: "simgpu".into(),
+        device_type: ty.name().into(),
+        ..DeviceInfo::default()
+    };
+    let spec = mdevmig_simgpu::Section::Fb.spec(ty);
+    let p = mdevmig_simgpu::SimGpuPlugin::new();
+    assert!(p.validate_bulk(&device, &spec, ty.fb_len() - 1, &[0]).is_ok());
+    assert_eq!(
+        p.validate_bulk(&device, &spec, ty.fb_len(), &[0])
+            .unwrap_err()
+            .code,
+        "vendor.simgpu.bulk_range"
+    );
+}
+
+#[test]
+fn bug_class_06_zero_divisor_chunk_size_0() {
+    let cs = field_named("header.chunk_size");
+    for v in [0u64, 1, 4095, 4097, 3 << 12] {
+        assert_eq!(
+            code(&single_with(|f| cs(f).then_some(v))),
+            "format.bad_chunk_size",
+            "chunk_size {v}"
+        );
+    }
+    // The arithmetic itself refuses a zero divisor instead of panicking.
+    let mut h = vectors::single().0;
+    h.chunk_size = 0;
+    assert_eq!(
+        h.chunk_count().unwrap_err().code.as_str(),
+        "format.bad_chunk_size"
+    );
+    assert_eq!(h.check().unwrap_err().code.as_str(), "format.bad_chunk_size");
+    // simgpu fb-dirty page_size 0 (a divisor a loader could use).
+    let (raw, recs) = simgpu_raw();
+    let (_, at, _) = *recs.iter().find(|r| r.0 == 2).unwrap();
+    let mut m = raw.clone();
+    m[at + 12..at + 16].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(simgpu_load(&m, 4096), Err("vendor.simgpu.dirty_count"));
+    // mtty: max_fifo_size 0.
+    let mut s = mtty_state();
+    s.ports_mut()[0].max_fifo_size = 0;
+    assert_eq!(mtty_validate(&s), Err("vendor.mtty.fifo_size"));
+}
+
+#[test]
+fn bug_class_07_result_does_not_depend_on_how_the_stream_was_split() {
+    let trust = test_trust();
+    for base in [single_base(), multi_base()] {
+        let b = &base.bytes;
+        for k in [1usize, 2, 3, 7, 88, 89, 4096, 4097] {
+            let got = read_all(Segmented::every(b, k).interrupting(), &trust, None);
+            assert_eq!(
+                got.as_ref().ok(),
+                Some(&base.accepted),
+                "{} in {k}-byte pieces",
+                base.name
+            );
+        }
+        // A refused stream is refused with the same code however it is split.
+        let mut m = b.clone();
+        let last = m.len() - 1;
+        m[last] ^= 1;
+        let whole = code(&m);
+        for k in [1usize, 5, 88, 4096] {
+            let split = read_all(Segmented::every(&m, k), &trust, None).unwrap_err();
+            assert_eq!(split.code.as_str(), whole, "{} in {k}-byte pieces", base.name);
+        }
+    }
+    // The simgpu loader: every write size gives the same digest (or error).
+    let (raw, _) = simgpu_raw();
+    let whole = simgpu_load(&raw, raw.len()).unwrap();
+    for k in [1usize, 31, 32, 33, 4095, 4096, 4097, 65536] {
+        assert_eq!(
+            simgpu_load(&raw, k),
+            Ok(whole),
+            "simgpu raw stream in {k}-byte writes"
+        );
+    }
+    let mut bad = raw.clone();
+    bad[40] ^= 0x80;
+    let want = simgpu_load(&bad, bad.len());
+    for k in [1usize, 32, 4096] {
+        assert_eq!(
+            simgpu_load(&bad, k),
+            want,
+            "damaged simgpu raw stream in {k}-byte writes"
+        );
+    }
+}
+
+#[test]
+fn bug_class_08_allocation_sized_by_a_stream_value_inflated_data_len() {
+    let trust = test_trust();
+    let key = test_signer();
+    let b = single_base().bytes;
+    let l = layout(&b);
+    let f = l.fields.iter().find(|f| f.name == "chunk[0].data_len").unwrap();
+    for v in [4096u64, 4097, 1 << 20, 16 << 20, (16 << 20) + 1, u32::MAX as u64] {
+        for signed in [false, true] {
+            let mut m = b.clone();
+            put(&mut m, f.at, 4, v);
+            if signed {
+                m = resign(&m, &key);
+            }
+            // Also with the data missing entirely.
+            for input in [&m[..], &m[..l.chunks[0].0 + 88]] {
+                let (r, peak) = measure(|| read_all(input, &trust, None));
+                assert!(r.is_err(), "data_len {v} accepted");
+                assert!(peak < alloc_bound(), "data_len {v}: {peak} bytes allocated");
+            }
+        }
+    }
+    // header_len at its cap with a short input: at most the cap is allocated.
+    let mut m = b.clone();
+    put(&mut m, 12, 4, 8192);
+    let (_, peak) = measure(|| read_all(&m[..], &trust, None));
+    assert!(peak < alloc_bound(), "header_len 8192: {peak} bytes");
+    // The simgpu loader sizes its buffers by the type's constants, not the
+    // record's length field.
+    let (raw, recs) = simgpu_raw();
+    let m = simgpu_reframe(&raw, &recs, 3, u64::MAX);
+    let (r, peak) = measure(|| simgpu_load(&m[..40], 40));
+    assert!(r.is_err());
+    assert!(
+        peak < 1 << 20,
+        "simgpu allocated {peak} bytes for a u64::MAX record"
+    );
+}
+
+#[test]
+fn bug_class_09_enum_or_bool_out_of_range_mtty_dlab_2_simgpu_power_state() {
+    let mut s = mtty_state();
+    s.ports_mut()[0].dlab = 2;
+    assert_eq!(mtty_validate(&s), Err("vendor.mtty.register"));
+    let mut s = mtty_state();
+    s.ports_mut()[1].overrun = 0xff;
+    assert_eq!(mtty_validate(&s), Err("vendor.mtty.register"));
+    let mut s = mtty_state();
+    s.ports_mut()[1].intr_trigger_level = 2;
+    assert_eq!(mtty_validate(&s), Err("vendor.mtty.register"));
+
+    let good = mdevmig_simgpu::sections::Regs::decode(&simgpu_regs()).unwrap();
+    for v in [4u32, 0xff, u32::MAX] {
+        let mut regs = good.clone();
+        regs.power_state = v;
+        assert_eq!(
+            simgpu_validate_regs(&regs.encode()),
+            Err("vendor.simgpu.enum_value"),
+            "power_state {v}"
+        );
+        let mut regs = good.clone();
+        regs.display_mode = v.wrapping_add(1).max(5);
+        assert_eq!(
+            simgpu_validate_regs(&regs.encode()),
+            Err("vendor.simgpu.enum_value"),
+            "display_mode {v}"
+        );
+    }
+    // The envelope: record kinds, flags and the format version, signed.
+    let b = single_base().bytes;
+    let l = layout(&b);
+    for (name, v, want) in [
+        ("chunk[0].kind", 3u64, "format.bad_record_kind"),
+        ("chunk[0].kind", 0, "format.bad_record_kind"),
+        ("trailer.kind", 0xff, "format.bad_record_kind"),
+        ("header.flags", 2, "format.unknown_flags"),
+        ("header.flags", 1 << 31, "format.unknown_flags"),
+        ("section[0].flags", 0x8001, "format.unknown_flags"),
+        ("header.format_version", 2, "format.unsupported_version"),
+    ] {
+        let f = l.fields.iter().find(|f| f.name == name).unwrap();
+        let mut m = b.clone();
+        put(&mut m, f.at, f.width, v);
+        assert_eq!(code(&resign(&m, &test_signer())), want, "{name} = {v:#x}");
+    }
+}
+
+#[test]
+fn bug_class_10_truncation_read_as_something_else_cut_before_trailer_hisi_prefix() {
+    // The envelope: a stream cut exactly before its trailer (every chunk whole)
+    // is truncated, not complete.
+    for base in [single_base(), multi_base()] {
+        let l = layout(&base.bytes);
+        assert_eq!(
+            code(&base.bytes[..l.trailer]),
+            "format.truncated",
+            "{}",
+            base.name
+        );
+        for (_, end) in &l.chunks {
+            assert_eq!(
+                code(&base.bytes[..*end]),
+                "format.truncated",
+                "{} cut at {end}",
+                base.name
+            );
+        }
+    }
+    // hisi_acc: the first 40 bytes of a whole 176-byte state are themselves a
+    // valid (match-data-only) state. Only the envelope's authenticated section
+    // length tells them apart.
+    let plugin = mdevmig_hisi_acc::HisiAccPlugin;
+    let device = DeviceInfo {
+        vendor: "hisi_acc".into(),
+        device_type: "hisi-sec-vf".into(),
+        attributes: BTreeMap::from([("qp_num".into(), "64".into()), ("que_iso_cfg".into(), "1".into())]),
+        ..DeviceInfo::default()
+    };
+    let spec = mdevmig_hisi_acc::plugin::section_spec(2);
+    let whole = mdevmig_hisi_acc::AccVfData::sample(0xa256, 64, 1, true).to_bytes();
+    assert_eq!(whole.len(), 176);
+    plugin.validate_section(&device, &spec, &whole).unwrap();
+    plugin.validate_section(&device, &spec, &whole[..40]).unwrap();
+    let header = |len: u64, id: u8| Header {
+        flags: 0,
+        state_version: 2,
+        min_version: 1,
+        chunk_size: CHUNK as u32,
+        key_id: test_signer().id(),
+        session_nonce: [0; 32],
+        stream_id: [id; 16],
+        vendor: "hisi_acc".into(),
+        device_type: "hisi-sec-vf".into(),
+        attributes: BTreeMap::new(),
+        sections: vec![SectionEntry {
+            name: spec.name.clone(),
+            version: spec.version,
+            flags: mdevmig::codec::SECTION_REQUIRED,
+            length: len,
+        }],
+    };
+    let write = |h: &Header, data: &[u8]| {
+        let mut w = StreamWriter::new(Vec::new(), h, &test_signer()).unwrap();
+        w.write_data(data).unwrap();
+        w.finish().unwrap()
+    };
+    let full = write(&header(176, 1), &whole);
+    let l = layout(&full);
+    let (c0, _) = l.chunks[0];
+    // Cut after 40 data bytes: truncated. data_len patched to 40: signature
+    // fails; re-signed: the header still says 176, so the length is wrong.
+    assert_eq!(code(&full[..c0 + 88 + 40]), "format.truncated");
+    let mut short = full[..c0 + 88 + 40].to_vec();
+    put(&mut short, c0 + 4, 4, 40);
+    short.extend_from_slice(&full[l.trailer..]);
+    assert_eq!(code(&short), "auth.bad_chunk_signature");
+    assert_eq!(code(&resign(&short, &test_signer())), "format.bad_chunk_length");
+    // A stream that declares 40 bytes is the match-data-only state, and says so.
+    let only = write(&header(40, 2), &whole[..40]);
+    let got = read_all(&only[..], &test_trust(), None).unwrap();
+    assert_eq!(got.header.sections[0].length, 40);
+    assert_eq!(
+        read_all(&full[..], &test_trust(), None).unwrap().header.sections[0].length,
+        176
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Regression inputs found by fuzzing (fuzz/regressions/<target>/), replayed.
+
+#[test]
+fn fuzz_regressions_replay_without_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let Ok(targets) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut n = 0;
+    for t in targets {
+        let t = t.unwrap().path();
+        let target = t.file_name().unwrap().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(&t).unwrap() {
+            let f = f.unwrap().path();
+            let data = std::fs::read(&f).unwrap();
+            let run = || match target.as_str() {
+                "envelope_header" => mdevmig::fuzzing::fuzz_envelope_header(&data),
+                "stream_reader" => mdevmig::fuzzing::fuzz_stream_reader(&data),
+                "policy" => mdevmig::fuzzing::fuzz_policy(&data),
+                "plugin_hisi_acc" => mdevmig_hisi_acc::fuzzing::parse_and_validate(&data),
+                _ => {}
+            };
+            assert!(
+                catch_unwind(AssertUnwindSafe(run)).is_ok(),
+                "{} panics",
+                f.display()
+            );
+            n += 1;
+        }
+    }
+    eprintln!("replayed {n} fuzz regression inputs");
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz seeds that spec/vectors cannot provide (plugin states, real streams,
+// policies). `cargo test --test mutation -- --ignored write_fuzz_seeds` rewrites
+// fuzz/seeds/; fuzz/seed-corpus.sh copies them into the corpora.
+
+#[test]
+#[ignore = "writes fuzz/seeds/; run by hand when the formats change"]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    // Real streams: mtty unbound and bound.
+    write("stream_reader", "mtty-2-seed3.mdm", &mtty_stream(3, None));
+    write(
+        "stream_reader",
+        "mtty-2-bound.mdm",
+        &mtty_stream(5, Some([0x11; 32])),
+    );
+    // mtty raw states: fresh and busy, both types, then a few guest accesses.
+    for ty in ["mtty-1", "mtty-2"] {
+        for seed in [0u64, 3] {
+            let mut dev = open_sim(&format!("sim:mtty/{ty},seed={seed}"));
+            let mut out = Vec::new();
+            let opts = SaveOptions {
+                chunk_size: CHUNK as u32,
+                ..SaveOptions::default()
+            };
+            broker::save(&mut *dev, &registry(), &test_signer(), &mut out, &opts).unwrap();
+            let l = layout(&out);
+            let (c0, c1) = l.chunks[0];
+            let mut state = out[c0 + 88..c1].to_vec();
+            write("plugin_mtty", &format!("{ty}-seed{seed}.bin"), &state);
+            // TX writes, an LCR write, RX reads, an FCR write.
+            state.extend_from_slice(&[0, 0, 0x41, 0, 0, 0x42, 0, 3, 0x83, 0, 0x80, 0, 0, 2, 0x07]);
+            write("plugin_mtty", &format!("{ty}-seed{seed}-ops.bin"), &state);
+        }
+    }
+    // hisi_acc: whole V1/V2 states and their 40-byte match data.
+    for (dev_id, name) in [(0xa256u32, "sec"), (0xa259, "hpre"), (0xa251, "zip")] {
+        for v2 in [false, true] {
+            let s = mdevmig_hisi_acc::AccVfData::sample(dev_id, 64, 1, v2);
+            let v = if v2 { 2 } else { 1 };
+            write("plugin_hisi_acc", &format!("{name}-v{v}.bin"), &s.to_bytes());
+            write(
+                "plugin_hisi_acc",
+                &format!("{name}-v{v}-match.bin"),
+                &s.match_only().to_bytes(),
+            );
+        }
+    }
+    // simgpu: each structured section (mode 0), the raw stream (mode 1, encoder and
+    // ctx3 on), and a few mutations of the base stream (mode 2).
+    let (raw, recs) = simgpu_raw();
+    for (tag, at, len) in &recs {
+        if *len <= 4096 {
+            let mut s = vec![0u8];
+            s.extend_from_slice(&raw[*at..at + len]);
+            write("plugin_simgpu", &format!("section-tag{tag}.bin"), &s);
+        }
+    }
+    let mut s = vec![1 | 8 | 16];
+    s.extend_from_slice(&raw);
+    write("plugin_simgpu", "raw-stream.bin", &s);
+    write(
+        "plugin_simgpu",
+        "mutate.bin",
+        &[2, 0x10, 0, 0, 0x01, 0x40, 0, 0, 0x80],
+    );
+    // Policies.
+    for (name, doc) in [
+        ("empty.json", "{}"),
+        (
+            "full.json",
+            r#"{"allow_skip":["simgpu.encoder","simgpu.telemetry"],"pin_version":2,"refuse_versions":[1,3]}"#,
+        ),
+        ("pin.json", r#"{"pin_version":1}"#),
+        ("refuse.json", r#"{"refuse_versions":[4294967295,0]}"#),
+    ] {
+        write("policy", name, doc.as_bytes());
+    }
+}
