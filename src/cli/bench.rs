@@ -179,11 +179,13 @@ fn flip_header_byte(path: &Path) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
+    // A stream_id byte: the header still parses, so both streams are refused by
+    // the same work (decoding and one signature check), whatever their size.
     let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, 20)
+    f.read_exact_at(&mut b, 100)
         .map_err(|e| Error::io(Code::IoRead, path.display(), &e))?;
-    b[0] ^= 0x02; // state_version: the header signature no longer holds
-    f.write_all_at(&b, 20)
+    b[0] ^= 0x01;
+    f.write_all_at(&b, 100)
         .map_err(|e| Error::io(Code::IoWrite, path.display(), &e))
 }
 
