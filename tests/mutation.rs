@@ -132,8 +132,12 @@ const CHUNK: usize = 4096;
 /// holds (the one it returned, one recycled, and its read-ahead of two per core).
 /// Nothing may depend on a length read from the stream.
 fn alloc_bound() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    64 * 1024 + (2 + 2 * cores) * CHUNK
+    // available_parallelism reads cgroup files on every call: once is enough.
+    static BOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BOUND.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        64 * 1024 + (2 + 2 * cores) * CHUNK
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -258,6 +262,17 @@ fn mtty_base() -> Base {
 // ---------------------------------------------------------------------------
 // The runner.
 
+/// How thoroughly a base stream is mutated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// Every byte (truncation, flips, re-splits): the small streams.
+    Every,
+    /// Every field and record boundary, data sampled: the multi-section stream.
+    Fields,
+    /// Record boundaries and the first and last chunks: the long stream.
+    Records,
+}
+
 /// What a mutated input must do.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -287,6 +302,9 @@ struct Runner<'b> {
     count: u64,
     peak: usize,
     failures: Vec<String>,
+    /// Read through the reader's hashing workers and read-ahead (the default
+    /// reader), else on the caller's thread alone.
+    pooled: bool,
 }
 
 impl<'b> Runner<'b> {
@@ -298,6 +316,7 @@ impl<'b> Runner<'b> {
             count: 0,
             peak: 0,
             failures: Vec::new(),
+            pooled: false,
         }
     }
 
@@ -323,19 +342,24 @@ impl<'b> Runner<'b> {
         }
         self.count += 1;
         let trust = &self.trust;
+        let pooled = self.pooled;
         let (result, peak) = measure(|| {
-            catch_unwind(AssertUnwindSafe(|| match feed {
-                Feed::Whole => read_all(input, trust, nonce),
-                // Odd piece sizes are hashed on this thread, even ones by the
-                // reader's workers: the read-ahead must not change the outcome.
-                Feed::Pieces(k) => {
-                    let opts = ReadOptions {
-                        expected_nonce: nonce,
-                        single_threaded: k % 2 == 1,
-                    };
-                    read_with(Segmented::every(input, k), trust, &opts)
+            catch_unwind(AssertUnwindSafe(|| {
+                // Re-split input alternates: odd piece sizes are hashed on this
+                // thread, even ones by the workers; neither may change the outcome.
+                let single_threaded = match feed {
+                    Feed::Pieces(k) => k % 2 == 1,
+                    _ => !pooled,
+                };
+                let opts = ReadOptions {
+                    expected_nonce: nonce,
+                    single_threaded,
+                };
+                match feed {
+                    Feed::Whole => read_with(input, trust, &opts),
+                    Feed::Pieces(k) => read_with(Segmented::every(input, k), trust, &opts),
+                    Feed::Cuts(c) => read_with(Segmented::at(input, c), trust, &opts),
                 }
-                Feed::Cuts(c) => read_all(Segmented::at(input, c), trust, nonce),
             }))
         });
         self.peak = self.peak.max(peak);
@@ -399,16 +423,17 @@ struct Totals {
 // Mutation families. Each takes a runner for one base stream.
 
 /// Every field set to each of its mutation values, as it is and re-signed. In
-/// streams of many chunks, the fields of the header, the first two and last two
-/// chunks and the trailer.
+/// streams of many chunks, the fields of the last two chunks and the trailer.
 fn fields(r: &mut Runner<'_>) {
     let b = r.base.bytes.clone();
     let l = layout(&b);
     let n = l.chunks.len();
+    // Long streams: the last two chunks (behind the read-ahead) and the trailer;
+    // the header and the first chunks are the multi-section stream's.
     let wanted = |f: &Field| {
         n <= 5
-            || !f.name.starts_with("chunk[")
-            || [0, 1, n - 2, n - 1]
+            || f.name.starts_with("trailer.")
+            || [n - 2, n - 1]
                 .iter()
                 .any(|i| f.name.starts_with(&format!("chunk[{i}].")))
     };
@@ -431,31 +456,38 @@ fn fields(r: &mut Runner<'_>) {
 }
 
 /// Every prefix, for small streams; every boundary ±1 for large ones.
-fn truncations(r: &mut Runner<'_>, every_byte: bool) {
+fn truncations(r: &mut Runner<'_>, depth: Depth) {
     let b = r.base.bytes.clone();
-    let cuts: Vec<usize> = if every_byte {
-        (0..b.len()).collect()
-    } else {
-        let l = layout(&b);
-        let mut c: Vec<usize> = l
+    let l = layout(&b);
+    let records: Vec<usize> = l
+        .chunks
+        .iter()
+        .flat_map(|(s, e)| [*s, s + 24, s + 88, *e])
+        .chain([0, 16, l.header_len, l.trailer])
+        .collect();
+    let mut cuts: Vec<usize> = match depth {
+        Depth::Every => (0..b.len()).collect(),
+        Depth::Fields => l
             .boundaries
             .iter()
             .flat_map(|p| [p.saturating_sub(1), *p, p + 1])
             .chain(0..l.header_len + 1)
             .chain((0..b.len()).step_by(97))
-            .filter(|p| *p < b.len())
-            .collect();
-        c.sort_unstable();
-        c.dedup();
-        c
+            .collect(),
+        Depth::Records => records
+            .iter()
+            .flat_map(|p| [p.saturating_sub(1), *p, p + 1])
+            .collect(),
     };
+    cuts.retain(|p| *p < b.len());
+    cuts.sort_unstable();
+    cuts.dedup();
     for n in cuts {
         let what = || format!("cut to {n} bytes");
         r.whole(&what, &b[..n], Expect::Code("format.truncated"));
     }
     // Something after the trailer: one byte, a second copy of the trailer, a
     // second stream.
-    let l = layout(&b);
     for tail in [vec![0u8], b[l.trailer..].to_vec(), b.clone()] {
         let mut m = b.clone();
         m.extend_from_slice(&tail);
@@ -465,22 +497,31 @@ fn truncations(r: &mut Runner<'_>, every_byte: bool) {
 }
 
 /// Each byte xor 0x01, 0x80 and 0xff, and set to 0x00 and 0xff, as it is: a
-/// changed signed byte is always refused. Every byte of small streams; of large
-/// ones every header and record-frame byte and every 61st data byte.
-fn byte_flips(r: &mut Runner<'_>, every: bool) {
+/// changed signed byte is always refused. Every byte of small streams; of the
+/// multi-section one every header and record-frame byte and every 61st data
+/// byte; of the long one a sample of the header and the first and last chunks.
+fn byte_flips(r: &mut Runner<'_>, depth: Depth) {
     let b = r.base.bytes.clone();
     let l = layout(&b);
-    let positions: Vec<usize> = if every {
-        (0..b.len()).collect()
-    } else {
-        (0..l.header_len)
+    let n = l.chunks.len();
+    let positions: Vec<usize> = match depth {
+        Depth::Every => (0..b.len()).collect(),
+        Depth::Fields => (0..l.header_len)
             .chain(
                 l.chunks
                     .iter()
                     .flat_map(|(s, e)| (*s..*s + 88).chain((*s + 88..*e).step_by(61))),
             )
             .chain(l.trailer..b.len())
-            .collect()
+            .collect(),
+        Depth::Records => (0..l.header_len)
+            .step_by(5)
+            .chain([0, 1, n - 2, n - 1].iter().flat_map(|i| {
+                let (s, e) = l.chunks[*i];
+                (s..s + 24).chain((s + 24..e).step_by(127))
+            }))
+            .chain(l.trailer..l.trailer + 24)
+            .collect(),
     };
     let mut m = b.clone();
     for at in positions {
@@ -654,11 +695,20 @@ fn records(r: &mut Runner<'_>) {
 
 /// The valid stream read in pieces of every size `k` and split at every point:
 /// the result must not depend on segmentation (the hisi_acc bug class).
-fn resplits(r: &mut Runner<'_>, every: bool) {
+fn resplits(r: &mut Runner<'_>, depth: Depth) {
     let b = r.base.bytes.clone();
     let nonce = r.base.nonce;
-    let (sizes, points): (Vec<usize>, Vec<usize>) = if every {
+    let (sizes, points): (Vec<usize>, Vec<usize>) = if depth == Depth::Every {
         ((1..=b.len()).collect(), (0..=b.len()).collect())
+    } else if depth == Depth::Records {
+        let l = layout(&b);
+        let sizes = [1, 2, 3, 88, 89, 4095, 4096, 4097, 4184, 9000].into();
+        let points = l
+            .chunks
+            .iter()
+            .flat_map(|(s, e)| [*s, s + 1, s + 88, e - 1])
+            .collect();
+        (sizes, points)
     } else {
         let l = layout(&b);
         let sizes = (1..=97)
@@ -694,17 +744,22 @@ fn resplits(r: &mut Runner<'_>, every: bool) {
     }
 }
 
-fn run_families(base: &Base, small: bool, exhaustive: bool, totals: &mut Totals) {
+fn run_families(base: &Base, depth: Depth, exhaustive: bool, totals: &mut Totals) {
     let start = Instant::now();
     let mut r = Runner::new(base);
+    // Single mutations of the long stream, and every reordering, run through the
+    // default reader (hashing workers, read-ahead); the rest on one thread, which
+    // is the same code without the thread start-up.
+    r.pooled = depth == Depth::Records;
     fields(&mut r);
-    truncations(&mut r, small);
-    byte_flips(&mut r, small);
+    truncations(&mut r, depth);
+    byte_flips(&mut r, depth);
     if exhaustive {
         header_exhaustive(&mut r);
     }
+    r.pooled = true;
     records(&mut r);
-    resplits(&mut r, small);
+    resplits(&mut r, depth);
     eprintln!(
         "mutation: {}: {} inputs in {:.2?}",
         base.name,
@@ -729,15 +784,15 @@ fn mutated_streams_are_refused_without_panic_or_unbounded_allocation() {
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {
             let mut t = Totals::default();
-            run_families(single, true, true, &mut t);
-            run_families(bound, true, false, &mut t);
-            run_families(mtty, true, false, &mut t);
+            run_families(single, Depth::Every, true, &mut t);
+            run_families(bound, Depth::Every, false, &mut t);
+            run_families(mtty, Depth::Every, false, &mut t);
             t
         });
         let b = s.spawn(|| {
             let mut t = Totals::default();
-            run_families(multi, false, true, &mut t);
-            run_families(long, false, false, &mut t);
+            run_families(multi, Depth::Fields, true, &mut t);
+            run_families(long, Depth::Records, false, &mut t);
             t
         });
         (a.join().unwrap(), b.join().unwrap())
