@@ -155,6 +155,18 @@ fn recover_source(dev: &mut dyn MigrationDevice) {
     }
 }
 
+/// A save or restore starts from a device that is not mid-migration.
+fn check_idle(dev: &mut dyn MigrationDevice, role: &str) -> Result<()> {
+    let start = dev.state()?;
+    if matches!(start, MigState::Running | MigState::Stop | MigState::RunningP2p) {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::DeviceTransition,
+        format!("{role} is in {start}; a migration starts from RUNNING or STOP (reset it first)"),
+    ))
+}
+
 /// Saves `dev`'s state as a signed envelope into `out`.
 pub fn save(
     dev: &mut dyn MigrationDevice,
@@ -163,13 +175,7 @@ pub fn save(
     out: impl Write,
     opts: &SaveOptions,
 ) -> Result<SaveReport> {
-    let start = dev.state()?;
-    if !matches!(start, MigState::Running | MigState::Stop | MigState::RunningP2p) {
-        return Err(Error::new(
-            Code::DeviceTransition,
-            format!("source device is in {start}; save starts from RUNNING or STOP"),
-        ));
-    }
+    check_idle(dev, "source device")?;
     match save_inner(dev, registry, key, out, opts) {
         Ok(r) => Ok(r),
         Err(e) => {
@@ -385,13 +391,7 @@ pub fn restore(
     input: impl Read,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let start = dev.state()?;
-    if !matches!(start, MigState::Running | MigState::Stop | MigState::RunningP2p) {
-        return Err(Error::new(
-            Code::DeviceTransition,
-            format!("destination device is in {start}; reset it first"),
-        ));
-    }
+    check_idle(dev, "destination device")?;
     let mut touched = false;
     match restore_inner(dev, registry, trust, input, opts, &mut touched) {
         Ok(r) => Ok(r),

@@ -120,7 +120,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     if let Some(desc) = a.for_descriptor {
         // Emit what that destination accepts: the pre-check's choice of version
         // and sections, with the same policy the destination will apply.
-        let source = describe_device(&*dev, &registry, host.versions)?;
+        let source = descriptor::describe(&*dev, &registry, host.versions)?;
         let dest = Descriptor::load(desc)?;
         let load = dest
             .load
@@ -261,18 +261,10 @@ fn file_len(p: &str) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-fn describe_device(
-    dev: &dyn crate::device::MigrationDevice,
-    registry: &Registry,
-    narrowed: Option<mdevmig_plugin_api::VersionWindow>,
-) -> Result<Descriptor> {
-    descriptor::describe(dev, registry, narrowed)
-}
-
 pub fn describe(device: &str, out: Out) -> Result<()> {
     let registry = Registry::builtin();
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
-    let d = describe_device(&*dev, &registry, host.versions)?;
+    let d = descriptor::describe(&*dev, &registry, host.versions)?;
     let w = |w: Option<descriptor::Window>| {
         w.map(|w| format!("{}..{}", w.oldest, w.newest))
             .unwrap_or("none".into())
@@ -403,7 +395,7 @@ pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::resu
 pub fn labels(device: &str, out: Out) -> Result<()> {
     let registry = Registry::builtin();
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
-    let d = describe_device(&*dev, &registry, host.versions)?;
+    let d = descriptor::describe(&*dev, &registry, host.versions)?;
     let l = descriptor::labels(&d);
     let mut t = String::from("# offers (node labels of this host as a destination)\n");
     for (k, v) in &l.offers {
@@ -418,17 +410,4 @@ pub fn labels(device: &str, out: Out) -> Result<()> {
         serde_json::to_value(&l).map_err(|e| Error::new(Code::Internal, e.to_string()))?,
     );
     Ok(())
-}
-
-/// Reads an operator policy file (JSON, see `spec/compat.md`).
-pub fn load_policy(path: &Path) -> Result<Policy> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
-    if text.len() > 1 << 20 {
-        return Err(Error::new(
-            Code::InputTooLarge,
-            format!("{}: policy larger than 1 MiB", path.display()),
-        ));
-    }
-    serde_json::from_str(&text)
-        .map_err(|e| Error::new(Code::BadDescriptor, format!("{}: {e}", path.display())))
 }

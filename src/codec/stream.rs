@@ -13,25 +13,12 @@
 
 use std::io::{Read, Write};
 
-use sha2::{Digest, Sha256};
-
 use super::header::{self, Header, SignedHeader, PREFIX_LEN};
 use super::pool::{Done, Job, Pool, Task};
 use super::record::{decode_frame, ChunkRecord, Frame, Trailer, FRAME_LEN};
 use super::{len64, Digest32};
 use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use crate::error::{Code, Error, Result};
-
-/// Signs one chunk: the frame's signature.
-pub fn seal_chunk(
-    key: &SigningKeyPair,
-    header_digest: &Digest32,
-    rec: &ChunkRecord,
-    data: &[u8],
-) -> [u8; SIGNATURE_LEN] {
-    let digest: Digest32 = Sha256::digest(data).into();
-    key.sign(&rec.signed_message(header_digest, &digest))
-}
 
 /// Chunks in flight per hashing worker: enough to keep every core busy while
 /// the caller produces the next chunk.

@@ -79,16 +79,7 @@ impl MigState {
     }
 
     fn idx(self) -> usize {
-        match self {
-            MigState::Error => 0,
-            MigState::Stop => 1,
-            MigState::Running => 2,
-            MigState::StopCopy => 3,
-            MigState::Resuming => 4,
-            MigState::RunningP2p => 5,
-            MigState::PreCopy => 6,
-            MigState::PreCopyP2p => 7,
-        }
+        usize::try_from(self.as_u32()).unwrap_or(0)
     }
 
     /// Flags a device needs to support this state (`state_flags_table`).
