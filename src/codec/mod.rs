@@ -40,6 +40,7 @@
 pub mod header;
 mod pool;
 pub mod record;
+pub mod sha2x;
 pub mod stream;
 
 pub use header::{Header, SectionEntry};

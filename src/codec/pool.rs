@@ -1,22 +1,24 @@
 //! Parallel chunk hashing.
 //!
 //! Each chunk's signature covers SHA-256 of its data alone, so chunks hash
-//! independently: a small pool of worker threads takes chunk buffers in stream
-//! order, round-robin, hashes them and signs (writer) or verifies (reader) their
-//! record, and hands them back in the same order. The caller keeps reading (or
+//! independently: a small pool of worker threads takes chunks in stream order,
+//! two at a time when it can (a worker hashes a pair interleaved on its core,
+//! [`super::sha2x`]), hashes them and signs (writer) or verifies (reader) their
+//! records, and hands them back in the same order. The caller keeps reading (or
 //! producing) the next chunks meanwhile, so I/O overlaps hashing.
 //!
 //! Memory is bounded by the number of buffers in flight, which the caller caps
 //! (`depth` chunks of at most `chunk_size` bytes each).
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use ed25519_dalek::VerifyingKey;
-use sha2::{Digest, Sha256};
 
 use super::record::ChunkRecord;
+use super::sha2x;
 use super::Digest32;
 use crate::auth::{SigningKeyPair, SIGNATURE_LEN};
 
@@ -43,12 +45,11 @@ pub(crate) struct Done {
     pub sig: [u8; SIGNATURE_LEN],
 }
 
-/// Hashes and signs or verifies one chunk (the worker's job, also run inline).
-pub(crate) fn run(job: Job) -> Done {
-    let digest: Digest32 = Sha256::digest(&job.buf).into();
+/// Signs or verifies one chunk whose data hashes to `digest`.
+fn finish(job: Job, digest: &Digest32) -> Done {
     match job.task {
         Task::Verify(ctx, sig) => {
-            let ok = crate::auth::verify(&ctx.0, &job.rec.signed_message(&ctx.1, &digest), &sig);
+            let ok = crate::auth::verify(&ctx.0, &job.rec.signed_message(&ctx.1, digest), &sig);
             Done {
                 rec: job.rec,
                 buf: job.buf,
@@ -57,7 +58,7 @@ pub(crate) fn run(job: Job) -> Done {
             }
         }
         Task::Sign(ctx) => {
-            let sig = ctx.0.sign(&job.rec.signed_message(&ctx.1, &digest));
+            let sig = ctx.0.sign(&job.rec.signed_message(&ctx.1, digest));
             Done {
                 rec: job.rec,
                 buf: job.buf,
@@ -68,33 +69,62 @@ pub(crate) fn run(job: Job) -> Done {
     }
 }
 
+/// One or two chunks, in stream order.
+type Batch = (Job, Option<Job>);
+
+/// Hashes a batch (a pair interleaved on this core) and signs or verifies each.
+fn run(batch: Batch, mut out: impl FnMut(Done)) {
+    match batch {
+        (a, Some(b)) => {
+            let (da, db) = sha2x::digest2(&a.buf, &b.buf);
+            out(finish(a, &da));
+            out(finish(b, &db));
+        }
+        (a, None) => {
+            let (da, _) = sha2x::digest2(&a.buf, &[]);
+            out(finish(a, &da));
+        }
+    }
+}
+
 struct Worker {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Batch>>,
     done: Receiver<Done>,
     handle: Option<JoinHandle<()>>,
 }
 
-/// A fixed set of hashing threads; jobs go round-robin and come back in order.
+/// Where the next result comes from, in submission order.
+enum Slot {
+    /// `n` results of a batch on worker `w`.
+    Worker(usize, usize),
+    /// A result computed on the caller's thread.
+    Ready(Done),
+}
+
+/// A fixed set of hashing threads (or none: the caller's thread hashes). Jobs are
+/// paired, batches go round-robin, and results come back in submission order.
 pub(crate) struct Pool {
     workers: Vec<Worker>,
     next_in: usize,
-    next_out: usize,
+    /// A job waiting for a partner.
+    pending: Option<Job>,
+    order: VecDeque<Slot>,
 }
 
 impl Pool {
-    /// `n` workers (0 runs jobs inline on the caller's thread).
+    /// `n` workers (0 runs jobs on the caller's thread).
     pub fn new(n: usize) -> Self {
         let workers = (0..n)
             .filter_map(|i| {
-                let (jtx, jrx) = channel::<Job>();
+                let (jtx, jrx) = channel::<Batch>();
                 let (dtx, drx) = channel::<Done>();
                 let handle = std::thread::Builder::new()
                     .name(format!("mdevmig-hash-{i}"))
                     .spawn(move || {
-                        while let Ok(job) = jrx.recv() {
-                            if dtx.send(run(job)).is_err() {
-                                break;
-                            }
+                        while let Ok(batch) = jrx.recv() {
+                            run(batch, |d| {
+                                let _ = dtx.send(d);
+                            });
                         }
                     })
                     .ok()?;
@@ -108,7 +138,8 @@ impl Pool {
         Pool {
             workers,
             next_in: 0,
-            next_out: 0,
+            pending: None,
+            order: VecDeque::new(),
         }
     }
 
@@ -123,32 +154,61 @@ impl Pool {
         self.workers.len()
     }
 
-    /// True when jobs run inline.
+    /// True when jobs run on the caller's thread.
     pub fn inline(&self) -> bool {
         self.workers.is_empty()
     }
 
-    /// Submits a job; returns it back (run inline) when there are no workers.
-    pub fn submit(&mut self, job: Job) -> Option<Done> {
+    /// Queues a job; it starts when a second job pairs with it, or at the latest
+    /// when its result is collected.
+    pub fn submit(&mut self, job: Job) {
+        match self.pending.take() {
+            None => self.pending = Some(job),
+            Some(first) => self.dispatch((first, Some(job))),
+        }
+    }
+
+    /// Starts the unpaired job, if any.
+    pub fn flush(&mut self) {
+        if let Some(job) = self.pending.take() {
+            self.dispatch((job, None));
+        }
+    }
+
+    fn dispatch(&mut self, batch: Batch) {
+        let count = if batch.1.is_some() { 2 } else { 1 };
         let n = self.workers.len();
-        let Some(w) = self.workers.get(self.next_in) else {
-            return Some(run(job));
+        let sent = match self.workers.get(self.next_in).and_then(|w| w.jobs.as_ref()) {
+            None => Err(batch),
+            Some(tx) => tx.send(batch).map(|()| self.next_in).map_err(|e| e.0),
         };
-        self.next_in = self.next_in.wrapping_add(1).checked_rem(n).unwrap_or(0);
-        match w.jobs.as_ref().map(|tx| tx.send(job)) {
-            Some(Ok(())) => None,
-            // A dead worker: run the job here rather than lose it.
-            Some(Err(e)) => Some(run(e.0)),
-            None => None,
+        match sent {
+            Ok(w) => {
+                self.order.push_back(Slot::Worker(w, count));
+                self.next_in = self.next_in.wrapping_add(1).checked_rem(n).unwrap_or(0);
+            }
+            // No workers, or a dead one: run the batch here rather than lose it.
+            Err(batch) => {
+                let order = &mut self.order;
+                run(batch, |d| order.push_back(Slot::Ready(d)));
+            }
         }
     }
 
     /// The oldest submitted job's result.
     pub fn collect(&mut self) -> Option<Done> {
-        let n = self.workers.len();
-        let w = self.workers.get(self.next_out)?;
-        self.next_out = self.next_out.wrapping_add(1).checked_rem(n).unwrap_or(0);
-        w.done.recv().ok()
+        if self.order.is_empty() {
+            self.flush();
+        }
+        match self.order.pop_front()? {
+            Slot::Ready(d) => Some(d),
+            Slot::Worker(w, n) => {
+                if n > 1 {
+                    self.order.push_front(Slot::Worker(w, n.saturating_sub(1)));
+                }
+                self.workers.get(w)?.done.recv().ok()
+            }
+        }
     }
 }
 

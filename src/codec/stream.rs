@@ -20,9 +20,12 @@ use super::{len64, Digest32};
 use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use crate::error::{Code, Error, Result};
 
-/// Chunks in flight per hashing worker: enough to keep every core busy while
-/// the caller produces the next chunk.
-const DEPTH_PER_WORKER: usize = 2;
+/// Chunks in flight per hashing worker: a pair being hashed, and two more so the
+/// caller can produce (or read) the next pair meanwhile.
+const DEPTH_PER_WORKER: usize = 3;
+
+/// Chunks in flight when the caller's thread hashes: one pair.
+const DEPTH_INLINE: usize = 2;
 
 /// Streams with fewer chunks are hashed on the caller's thread.
 const PARALLEL_MIN_CHUNKS: u64 = 16;
@@ -33,7 +36,7 @@ const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 fn depth_for(pool: &Pool, chunk_size: u32) -> usize {
     let cs = usize::try_from(chunk_size).unwrap_or(usize::MAX).max(1);
     let want = if pool.inline() {
-        1
+        DEPTH_INLINE
     } else {
         pool.workers().saturating_mul(DEPTH_PER_WORKER)
     };
@@ -206,13 +209,9 @@ impl<W: Write> StreamWriter<W> {
             buf,
             task: Task::Sign(self.key.clone()),
         };
-        match self.pool.submit(job) {
-            Some(done) => self.emit(done),
-            None => {
-                self.in_flight = self.in_flight.saturating_add(1);
-                self.drain(self.depth.saturating_sub(1))
-            }
-        }
+        self.pool.submit(job);
+        self.in_flight = self.in_flight.saturating_add(1);
+        self.drain(self.depth.saturating_sub(1))
     }
 
     /// Writes the trailer; fails if any section is short of its declared length.
@@ -275,7 +274,7 @@ pub struct VerifiedChunk<'a> {
 enum Ahead {
     /// A chunk being hashed and verified by the pool.
     Chunk(ChunkRecord),
-    /// A chunk already hashed inline.
+    /// A chunk hashed and verified, collected from the pool.
     Ready(Done),
     /// The trailer frame.
     Trailer(Trailer, [u8; SIGNATURE_LEN]),
@@ -445,20 +444,19 @@ impl<R: Read> StreamReader<R> {
             Ok(Frame::Chunk(rec, sig)) => match self.read_data(&rec) {
                 Err(e) => Ahead::Failed(e),
                 Ok(buf) => {
-                    let job = Job {
+                    self.pool.submit(Job {
                         rec,
                         buf,
                         task: Task::Verify(self.ctx.clone(), sig),
-                    };
-                    match self.pool.submit(job) {
-                        Some(done) => Ahead::Ready(done),
-                        None => Ahead::Chunk(rec),
-                    }
+                    });
+                    Ahead::Chunk(rec)
                 }
             },
         };
-        if !matches!(item, Ahead::Chunk(_) | Ahead::Ready(_)) {
+        if !matches!(item, Ahead::Chunk(_)) {
             self.stopped = true;
+            // No partner is coming: start the last chunk alone.
+            self.pool.flush();
         }
         self.ahead.push_back(item);
     }
@@ -525,7 +523,6 @@ impl<R: Read> StreamReader<R> {
         }
         let next_seq = match self.ahead.front() {
             Some(Ahead::Chunk(r)) => Some(r.seq),
-            Some(Ahead::Ready(d)) => Some(d.rec.seq),
             _ => None,
         };
         if next_seq == Some(expected) {
