@@ -282,16 +282,20 @@ fn save_inner(
         read: 0,
         precopy_bytes: 0,
     };
-    let mut buf = vec![0u8; 1 << 20];
+    let mut discard = Vec::new();
     for (l, keep) in layout.iter().zip(&plan) {
         check_framing(plugin, &mut src, l)?;
         let mut left = l.len;
         while left > 0 {
-            let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-            src.fill(&mut buf[..n])?;
-            if keep.is_some() {
-                w.write_data(&buf[..n])?;
-            }
+            let max = usize::try_from(left).unwrap_or(usize::MAX);
+            let n = if keep.is_some() {
+                // The device writes straight into the chunk being signed.
+                w.write_with(max, |space| src.fill(space))?
+            } else {
+                discard.resize(max.min(1 << 20), 0);
+                src.fill(&mut discard)?;
+                discard.len()
+            };
             left -= n as u64;
         }
     }

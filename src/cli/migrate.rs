@@ -78,6 +78,11 @@ impl<T: Write> Write for Progress<T> {
         self.tick(n);
         Ok(n)
     }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        self.tick(n);
+        Ok(n)
+    }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }

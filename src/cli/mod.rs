@@ -347,13 +347,22 @@ fn grow_pipe(fd: &impl std::os::fd::AsFd) {
 /// Opens `-` as stdout or creates a file.
 pub fn open_output(file: &str) -> Result<Box<dyn Write + Send>> {
     if file == "-" {
+        use std::os::fd::AsFd;
+        let stdout = std::io::stdout();
+        grow_pipe(&stdout);
+        // A plain handle on fd 1: Stdout is line-buffered and would scan every
+        // chunk for newlines and split its writes at them.
+        let fd = stdout
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io(Code::IoOpen, "stdout", &e))?;
         Ok(Box::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::io::stdout(),
+            64 << 10,
+            std::fs::File::from(fd),
         )))
     } else {
         let f = std::fs::File::create(file).map_err(|e| Error::io(Code::IoOpen, file, &e))?;
-        Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+        Ok(Box::new(std::io::BufWriter::with_capacity(64 << 10, f)))
     }
 }
 

@@ -22,7 +22,7 @@ use crate::error::{Code, Error, Result};
 
 /// Chunks in flight per hashing worker: a pair being hashed, and two more so the
 /// caller can produce (or read) the next pair meanwhile.
-const DEPTH_PER_WORKER: usize = 3;
+const DEPTH_PER_WORKER: usize = 4;
 
 /// Chunks in flight when the caller's thread hashes: one pair.
 const DEPTH_INLINE: usize = 2;
@@ -52,7 +52,9 @@ pub struct StreamWriter<W: Write> {
     section: usize,
     offset: u64,
     seq: u64,
+    /// The chunk being built: always `chunk_size` long, its first `fill` bytes data.
     buf: Vec<u8>,
+    fill: usize,
     total: u64,
     pool: Pool,
     in_flight: usize,
@@ -78,7 +80,9 @@ impl<W: Write> StreamWriter<W> {
     }
 
     fn with_pool(header: SignedHeader, out: W, key: &SigningKeyPair, pool: Pool) -> Result<Self> {
-        let cap = usize::try_from(header.header.chunk_size).unwrap_or(0);
+        // A chunk is never longer than the chunk size or the whole stream's data.
+        let total = header.header.total_len().unwrap_or(u64::MAX);
+        let cap = usize::try_from(u64::from(header.header.chunk_size).min(total)).unwrap_or(0);
         let depth = depth_for(&pool, header.header.chunk_size);
         let ctx = std::sync::Arc::new((key.clone(), header.digest));
         let mut w = StreamWriter {
@@ -88,7 +92,8 @@ impl<W: Write> StreamWriter<W> {
             section: 0,
             offset: 0,
             seq: 0,
-            buf: Vec::with_capacity(cap),
+            buf: vec![0; cap],
+            fill: 0,
             total: 0,
             pool,
             in_flight: 0,
@@ -119,7 +124,7 @@ impl<W: Write> StreamWriter<W> {
             .header
             .sections
             .get(self.section)
-            .is_some_and(|s| s.length == self.offset.saturating_add(len64(self.buf.len())))
+            .is_some_and(|s| s.length == self.offset.saturating_add(len64(self.fill)))
         {
             self.section = self.section.saturating_add(1);
             self.offset = 0;
@@ -129,48 +134,62 @@ impl<W: Write> StreamWriter<W> {
     /// Appends data to the current section; data crossing a section's declared end
     /// continues in the next section.
     pub fn write_data(&mut self, mut data: &[u8]) -> Result<()> {
-        let cs = usize::try_from(self.header.header.chunk_size).unwrap_or(usize::MAX);
         while !data.is_empty() {
-            let Some(sec) = self.header.header.sections.get(self.section) else {
-                return Err(Error::new(
-                    Code::Internal,
-                    "more data than the header's sections declare",
-                ));
-            };
-            let left_in_section = sec
-                .length
-                .saturating_sub(self.offset)
-                .saturating_sub(len64(self.buf.len()));
-            let room = cs.saturating_sub(self.buf.len());
-            let n = data
-                .len()
-                .min(room)
-                .min(usize::try_from(left_in_section).unwrap_or(usize::MAX));
-            let (head, tail) = data.split_at(n);
-            self.buf.extend_from_slice(head);
-            data = tail;
-            let section_done = self.offset.saturating_add(len64(self.buf.len())) == sec.length;
-            if self.buf.len() == cs || section_done {
-                self.flush_chunk()?;
-            }
-            if section_done {
-                self.section = self.section.saturating_add(1);
-                self.offset = 0;
-                self.skip_empty_sections();
-            }
+            let n = self.write_with(data.len(), |space| {
+                let (head, _) = data.split_at(space.len().min(data.len()));
+                space.copy_from_slice(head);
+                Ok(())
+            })?;
+            data = data.get(n..).unwrap_or(&[]);
         }
         Ok(())
     }
 
+    /// Lets `fill` write the next bytes of the current section straight into the
+    /// chunk being built (no copy): `fill` gets between 1 and `max` bytes of space,
+    /// never past the chunk or the section, and must fill all of it. Returns the
+    /// number of bytes written (0 when `max` is 0).
+    pub fn write_with(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let Some(sec) = self.header.header.sections.get(self.section) else {
+            return Err(Error::new(
+                Code::Internal,
+                "more data than the header's sections declare",
+            ));
+        };
+        let left_in_section = sec
+            .length
+            .saturating_sub(self.offset)
+            .saturating_sub(len64(self.fill));
+        let n = max
+            .min(self.buf.len().saturating_sub(self.fill))
+            .min(usize::try_from(left_in_section).unwrap_or(usize::MAX));
+        let end = self.fill.saturating_add(n);
+        let space = self
+            .buf
+            .get_mut(self.fill..end)
+            .ok_or_else(|| Error::new(Code::Internal, "chunk buffer"))?;
+        fill(space)?;
+        self.fill = end;
+        let section_done = self.offset.saturating_add(len64(self.fill)) == sec.length;
+        if self.fill == self.buf.len() || section_done {
+            self.flush_chunk()?;
+        }
+        if section_done {
+            self.section = self.section.saturating_add(1);
+            self.offset = 0;
+            self.skip_empty_sections();
+        }
+        Ok(n)
+    }
+
     fn emit(&mut self, d: Done) -> Result<()> {
-        self.out
-            .write_all(&d.rec.fields())
-            .and_then(|()| self.out.write_all(&d.sig))
-            .and_then(|()| self.out.write_all(&d.buf))
+        let fields = d.rec.fields();
+        write_all_vectored(&mut self.out, &mut [&fields[..], &d.sig[..], &d.buf[..]])
             .map_err(|e| Error::io(Code::IoWrite, "writing chunk", &e))?;
-        let mut buf = d.buf;
-        buf.clear();
-        self.free.push(buf);
+        self.free.push(d.buf);
         Ok(())
     }
 
@@ -187,20 +206,24 @@ impl<W: Write> StreamWriter<W> {
     }
 
     fn flush_chunk(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.fill == 0 {
             return Ok(());
         }
         let rec = ChunkRecord {
             section_index: u16::try_from(self.section)
                 .map_err(|_| Error::new(Code::Internal, "section index"))?,
-            data_len: u32::try_from(self.buf.len())
-                .map_err(|_| Error::new(Code::Internal, "chunk length"))?,
+            data_len: u32::try_from(self.fill).map_err(|_| Error::new(Code::Internal, "chunk length"))?,
             seq: self.seq,
             offset: self.offset,
         };
-        let cap = self.buf.capacity();
-        let next = self.free.pop().unwrap_or_else(|| Vec::with_capacity(cap));
-        let buf = std::mem::replace(&mut self.buf, next);
+        let cs = self.buf.len();
+        // Buffers come back from the pool holding their last chunk; only a short
+        // one needs its tail re-extended (with zeros, overwritten before use).
+        let mut next = self.free.pop().unwrap_or_default();
+        next.resize(cs, 0);
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        buf.truncate(self.fill);
+        self.fill = 0;
         self.seq = self.seq.saturating_add(1);
         self.offset = self.offset.saturating_add(len64(buf.len()));
         self.total = self.total.saturating_add(len64(buf.len()));
@@ -222,7 +245,7 @@ impl<W: Write> StreamWriter<W> {
                 format!(
                     "section {} got {} of its {} bytes",
                     sec.name,
-                    self.offset.saturating_add(len64(self.buf.len())),
+                    self.offset.saturating_add(len64(self.fill)),
                     sec.length
                 ),
             ));
@@ -241,6 +264,34 @@ impl<W: Write> StreamWriter<W> {
         let StreamWriter { out, .. } = self;
         Ok(out)
     }
+}
+
+/// Writes every byte of `parts` in order, in as few writes as the output takes
+/// (one `writev` for a frame and its data on a file or pipe).
+fn write_all_vectored(out: &mut impl Write, parts: &mut [&[u8]]) -> std::io::Result<()> {
+    let mut parts: &mut [&[u8]] = parts;
+    while let Some(first) = parts.first() {
+        if first.is_empty() {
+            parts = parts.get_mut(1..).unwrap_or(&mut []);
+            continue;
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let mut n = match out.write_vectored(&slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while let Some(p) = parts.first_mut() {
+            if n < p.len() {
+                *p = p.get(n..).unwrap_or(&[]);
+                break;
+            }
+            n = n.saturating_sub(p.len());
+            parts = parts.get_mut(1..).unwrap_or(&mut []);
+        }
+    }
+    Ok(())
 }
 
 fn out_header(out: &mut impl Write, header: &Header, key: &SigningKeyPair) -> Result<SignedHeader> {
