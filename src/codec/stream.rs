@@ -6,8 +6,9 @@
 //! [`StreamReader`] reads the header through an 8 KiB cap, checks the key, the
 //! signature and the session binding, and then hands out chunks one by one, each
 //! verified before the caller sees a byte of it. It reads a few chunks ahead and
-//! hashes them on all cores; its memory is those few chunk buffers (at most 32 MiB,
-//! 8 MiB with the default 1 MiB chunks on two cores), whatever the stream's size.
+//! hashes them on all cores, two at a time per core; its memory is those few chunk
+//! buffers (at most 32 MiB of read-ahead, 8 MiB with the default 1 MiB chunks on
+//! two cores), whatever the stream's size.
 //! The trailer is verified before the reader reports the end, and any byte after
 //! the trailer is an error.
 
