@@ -26,8 +26,8 @@ use super::Digest32;
 /// SHA-256 of `a` and of `b`, interleaved on this core when the CPU allows.
 pub fn digest2(a: &[u8], b: &[u8]) -> (Digest32, Digest32) {
     #[cfg(target_arch = "x86_64")]
-    if shani::available() {
-        return shani::digest2(a, b);
+    if let Some(d) = shani::digest2(a, b) {
+        return d;
     }
     (Sha256::digest(a).into(), Sha256::digest(b).into())
 }
@@ -183,15 +183,32 @@ mod shani {
         out
     }
 
+    /// Proof that the CPU has what [`compress2`] is compiled for; only
+    /// [`Features::detect`] makes one.
+    #[derive(Clone, Copy)]
+    struct Features(());
+
+    impl Features {
+        fn detect() -> Option<Self> {
+            available().then_some(Features(()))
+        }
+    }
+
     /// Runs the kernel over `a` and `b`, pairing blocks while both have some and
     /// finishing the longer one alone (against a throwaway state).
-    fn compress_pair(sa: &mut [u32; 8], a: &[[u8; BLOCK]], sb: &mut [u32; 8], b: &[[u8; BLOCK]]) {
+    fn compress_pair(
+        _cpu: Features,
+        sa: &mut [u32; 8],
+        a: &[[u8; BLOCK]],
+        sb: &mut [u32; 8],
+        b: &[[u8; BLOCK]],
+    ) {
         let n = a.len().min(b.len());
         let (a_both, a_alone) = a.split_at(n);
         let (b_both, b_alone) = b.split_at(n);
         let mut scratch = H0;
-        // SAFETY: available() returned true before digest2 called this, so the
-        // CPU has the features compress2 is compiled for.
+        // SAFETY: a `Features` value exists only if detection found every
+        // feature compress2 is compiled for.
         unsafe {
             compress2(sa, a_both, sb, b_both);
             if !a_alone.is_empty() {
@@ -203,20 +220,23 @@ mod shani {
         }
     }
 
-    pub(super) fn digest2(a: &[u8], b: &[u8]) -> (Digest32, Digest32) {
+    /// Both digests, or `None` when the CPU lacks the extensions.
+    pub(super) fn digest2(a: &[u8], b: &[u8]) -> Option<(Digest32, Digest32)> {
+        let cpu = Features::detect()?;
         let (a_blocks, a_rest) = a.as_chunks::<BLOCK>();
         let (b_blocks, b_rest) = b.as_chunks::<BLOCK>();
         let (mut sa, mut sb) = (H0, H0);
-        compress_pair(&mut sa, a_blocks, &mut sb, b_blocks);
+        compress_pair(cpu, &mut sa, a_blocks, &mut sb, b_blocks);
         let (a_pad, a_n) = padding(a_rest, a.len());
         let (b_pad, b_n) = padding(b_rest, b.len());
         compress_pair(
+            cpu,
             &mut sa,
             a_pad.get(..a_n).unwrap_or(&[]),
             &mut sb,
             b_pad.get(..b_n).unwrap_or(&[]),
         );
-        (to_bytes(&sa), to_bytes(&sb))
+        Some((to_bytes(&sa), to_bytes(&sb)))
     }
 
     /// The SHA-NI state layout: (ABEF, CDGH) from H[0..8].
