@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
 
 use super::record::ChunkRecord;
 use super::sha2x;
@@ -81,7 +82,7 @@ fn run(batch: Batch, mut out: impl FnMut(Done)) {
             out(finish(b, &db));
         }
         (a, None) => {
-            let (da, _) = sha2x::digest2(&a.buf, &[]);
+            let da: Digest32 = Sha256::digest(&a.buf).into();
             out(finish(a, &da));
         }
     }

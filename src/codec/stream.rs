@@ -12,7 +12,7 @@
 //! The trailer is verified before the reader reports the end, and any byte after
 //! the trailer is an error.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 
 use super::header::{self, Header, SignedHeader, PREFIX_LEN};
 use super::pool::{Done, Job, Pool, Task};
@@ -188,7 +188,7 @@ impl<W: Write> StreamWriter<W> {
 
     fn emit(&mut self, d: Done) -> Result<()> {
         let fields = d.rec.fields();
-        write_all_vectored(&mut self.out, &mut [&fields[..], &d.sig[..], &d.buf[..]])
+        write_all_vectored(&mut self.out, [&fields[..], &d.sig[..], &d.buf[..]])
             .map_err(|e| Error::io(Code::IoWrite, "writing chunk", &e))?;
         self.free.push(d.buf);
         Ok(())
@@ -269,27 +269,16 @@ impl<W: Write> StreamWriter<W> {
 
 /// Writes every byte of `parts` in order, in as few writes as the output takes
 /// (one `writev` for a frame and its data on a file or pipe).
-fn write_all_vectored(out: &mut impl Write, parts: &mut [&[u8]]) -> std::io::Result<()> {
-    let mut parts: &mut [&[u8]] = parts;
-    while let Some(first) = parts.first() {
-        if first.is_empty() {
-            parts = parts.get_mut(1..).unwrap_or(&mut []);
-            continue;
-        }
-        let slices: Vec<std::io::IoSlice<'_>> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
-        let mut n = match out.write_vectored(&slices) {
+fn write_all_vectored<const N: usize>(out: &mut impl Write, parts: [&[u8]; N]) -> std::io::Result<()> {
+    let mut slices = parts.map(IoSlice::new);
+    let mut bufs = slices.as_mut_slice();
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        while let Some(p) = parts.first_mut() {
-            if n < p.len() {
-                *p = p.get(n..).unwrap_or(&[]);
-                break;
-            }
-            n = n.saturating_sub(p.len());
-            parts = parts.get_mut(1..).unwrap_or(&mut []);
         }
     }
     Ok(())
