@@ -131,15 +131,18 @@ const CHUNK: usize = 4096;
 
 /// The allocation bound while reading one stream with 4096-byte chunks: 64 KiB
 /// for the header, the hashers and messages, and one buffer per chunk the reader
-/// holds (the one it returned, one recycled, and two per core of read-ahead; the
-/// reader holds up to four per core since hashing went to pairs, within the margin).
-/// Nothing may depend on a length read from the stream.
+/// holds: the one it returned, one recycled, and its read-ahead of two batches per
+/// core, a batch being as many chunks as the CPU's hashing engine takes at once
+/// (sixteen with AVX-512, two with SHA-NI). The bound is the reader's design
+/// constants, whatever the streams say; nothing may depend on a length read from
+/// the stream.
 fn alloc_bound() -> usize {
     // available_parallelism reads cgroup files on every call: once is enough.
     static BOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BOUND.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        64 * 1024 + (2 + 2 * cores) * CHUNK
+        let lanes = mdevmig::codec::sha2x::engine().lanes();
+        64 * 1024 + (2 + 2 * cores * lanes) * CHUNK
     })
 }
 

@@ -2,9 +2,9 @@
 //!
 //! Each chunk's signature covers SHA-256 of its data alone, so chunks hash
 //! independently: a small pool of worker threads takes chunks in stream order,
-//! two at a time when it can (a worker hashes a pair interleaved on its core,
-//! [`super::sha2x`]), hashes them and signs (writer) or verifies (reader) their
-//! records, and hands them back in the same order. The caller keeps reading (or
+//! in batches as wide as the core's hashing engine ([`super::sha2x`]: sixteen
+//! in AVX-512 lanes, or a SHA-NI pair), hashes them and signs (writer) or
+//! verifies (reader) their records, and hands them back in the same order. The caller keeps reading (or
 //! producing) the next chunks meanwhile, so I/O overlaps hashing.
 //!
 //! Memory is bounded by the number of buffers in flight, which the caller caps
@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use ed25519_dalek::VerifyingKey;
-use sha2::{Digest, Sha256};
 
 use super::record::ChunkRecord;
 use super::sha2x;
@@ -70,21 +69,18 @@ fn finish(job: Job, digest: &Digest32) -> Done {
     }
 }
 
-/// One or two chunks, in stream order.
-type Batch = (Job, Option<Job>);
+/// Chunks in stream order, hashed together on one core.
+type Batch = Vec<Job>;
 
-/// Hashes a batch (a pair interleaved on this core) and signs or verifies each.
+/// Hashes a batch at once on this core and signs or verifies each chunk.
 fn run(batch: Batch, mut out: impl FnMut(Done)) {
-    match batch {
-        (a, Some(b)) => {
-            let (da, db) = sha2x::digest2(&a.buf, &b.buf);
-            out(finish(a, &da));
-            out(finish(b, &db));
-        }
-        (a, None) => {
-            let da: Digest32 = Sha256::digest(&a.buf).into();
-            out(finish(a, &da));
-        }
+    let mut digests = vec![[0u8; 32]; batch.len()];
+    {
+        let msgs: Vec<&[u8]> = batch.iter().map(|j| j.buf.as_slice()).collect();
+        sha2x::digest_batch(&msgs, &mut digests);
+    }
+    for (job, d) in batch.into_iter().zip(&digests) {
+        out(finish(job, d));
     }
 }
 
@@ -103,12 +99,14 @@ enum Slot {
 }
 
 /// A fixed set of hashing threads (or none: the caller's thread hashes). Jobs are
-/// paired, batches go round-robin, and results come back in submission order.
+/// batched, batches go round-robin, and results come back in submission order.
 pub(crate) struct Pool {
     workers: Vec<Worker>,
     next_in: usize,
-    /// A job waiting for a partner.
-    pending: Option<Job>,
+    /// Jobs that start when the batch is full.
+    pending: Vec<Job>,
+    /// Jobs per batch.
+    batch: usize,
     order: VecDeque<Slot>,
 }
 
@@ -139,7 +137,8 @@ impl Pool {
         Pool {
             workers,
             next_in: 0,
-            pending: None,
+            pending: Vec::new(),
+            batch: sha2x::engine().lanes(),
             order: VecDeque::new(),
         }
     }
@@ -160,24 +159,37 @@ impl Pool {
         self.workers.is_empty()
     }
 
-    /// Queues a job; it starts when a second job pairs with it, or at the latest
-    /// when its result is collected.
+    /// Messages the hashing engine takes at once on one core.
+    pub fn lanes(&self) -> usize {
+        sha2x::engine().lanes()
+    }
+
+    /// Sets how many jobs make a batch (at least one): the caller keeps at most
+    /// so many chunks in flight, and a batch that never fills only starts when
+    /// its first result is wanted.
+    pub fn set_batch(&mut self, n: usize) {
+        self.batch = n.max(1);
+    }
+
+    /// Queues a job; it starts when the batch is full, or at the latest when
+    /// its result is collected.
     pub fn submit(&mut self, job: Job) {
-        match self.pending.take() {
-            None => self.pending = Some(job),
-            Some(first) => self.dispatch((first, Some(job))),
+        self.pending.push(job);
+        if self.pending.len() >= self.batch {
+            self.flush();
         }
     }
 
-    /// Starts the unpaired job, if any.
+    /// Starts the jobs waiting for a full batch, if any.
     pub fn flush(&mut self) {
-        if let Some(job) = self.pending.take() {
-            self.dispatch((job, None));
+        if !self.pending.is_empty() {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
+            self.dispatch(batch);
         }
     }
 
     fn dispatch(&mut self, batch: Batch) {
-        let count = if batch.1.is_some() { 2 } else { 1 };
+        let count = batch.len();
         let n = self.workers.len();
         let sent = match self.workers.get(self.next_in).and_then(|w| w.jobs.as_ref()) {
             None => Err(batch),

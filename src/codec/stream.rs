@@ -5,10 +5,10 @@
 //!
 //! [`StreamReader`] reads the header through an 8 KiB cap, checks the key, the
 //! signature and the session binding, and then hands out chunks one by one, each
-//! verified before the caller sees a byte of it. It reads a few chunks ahead and
-//! hashes them on all cores, two at a time per core; its memory is those few chunk
-//! buffers (at most 32 MiB of read-ahead, 8 MiB with the default 1 MiB chunks on
-//! two cores), whatever the stream's size.
+//! verified before the caller sees a byte of it. It reads chunks ahead and hashes
+//! them on all cores, in batches as wide as each core's hashing engine (sixteen
+//! chunks in AVX-512 lanes, or a SHA-NI pair); its memory is those chunk buffers
+//! (at most 32 MiB of read-ahead), whatever the stream's size.
 //! The trailer is verified before the reader reports the end, and any byte after
 //! the trailer is an error.
 
@@ -21,12 +21,9 @@ use super::{len64, Digest32};
 use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use crate::error::{Code, Error, Result};
 
-/// Chunks in flight per hashing worker: a pair being hashed, and two more so the
-/// caller can produce (or read) the next pair meanwhile.
-const DEPTH_PER_WORKER: usize = 4;
-
-/// Chunks in flight when the caller's thread hashes: one pair.
-const DEPTH_INLINE: usize = 2;
+/// Batches in flight per hashing worker: one being hashed and one the caller
+/// fills meanwhile (a batch is as many chunks as the engine hashes at once).
+const BATCHES_PER_WORKER: usize = 2;
 
 /// Streams with fewer chunks are hashed on the caller's thread.
 const PARALLEL_MIN_CHUNKS: u64 = 16;
@@ -34,14 +31,29 @@ const PARALLEL_MIN_CHUNKS: u64 = 16;
 /// Most bytes of chunk buffers a reader or writer keeps in flight.
 const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 
-fn depth_for(pool: &Pool, chunk_size: u32) -> usize {
+/// Chunks to keep in flight, and sets the pool's batch size to match: two
+/// batches per worker (one when the caller's thread hashes), within
+/// [`MAX_IN_FLIGHT_BYTES`]. When the cap cuts that, batches shrink to one per
+/// worker before they shrink below the engine's width (with 1 MiB chunks, a
+/// full AVX-512 batch of sixteen per worker takes the whole cap on two cores).
+fn depth_for(pool: &mut Pool, chunk_size: u32) -> usize {
     let cs = usize::try_from(chunk_size).unwrap_or(usize::MAX).max(1);
-    let want = if pool.inline() {
-        DEPTH_INLINE
+    let cap = MAX_IN_FLIGHT_BYTES.checked_div(cs).unwrap_or(1).max(1);
+    let lanes = pool.lanes().max(1);
+    let (holders, per) = if pool.inline() {
+        (1, 1)
     } else {
-        pool.workers().saturating_mul(DEPTH_PER_WORKER)
+        (pool.workers().max(1), BATCHES_PER_WORKER)
     };
-    want.min(MAX_IN_FLIGHT_BYTES.checked_div(cs).unwrap_or(1)).max(1)
+    let want = holders.saturating_mul(per).saturating_mul(lanes);
+    let depth = want.min(cap).max(1);
+    let batch = if depth >= want {
+        lanes
+    } else {
+        lanes.min(depth.checked_div(holders).unwrap_or(1))
+    };
+    pool.set_batch(batch);
+    depth
 }
 
 /// Writes an envelope. Chunks are hashed and signed on all cores; frames are
@@ -80,11 +92,11 @@ impl<W: Write> StreamWriter<W> {
         Self::with_pool(out_header(&mut out, header, key)?, out, key, Pool::new(0))
     }
 
-    fn with_pool(header: SignedHeader, out: W, key: &SigningKeyPair, pool: Pool) -> Result<Self> {
+    fn with_pool(header: SignedHeader, out: W, key: &SigningKeyPair, mut pool: Pool) -> Result<Self> {
         // A chunk is never longer than the chunk size or the whole stream's data.
         let total = header.header.total_len().unwrap_or(u64::MAX);
         let cap = usize::try_from(u64::from(header.header.chunk_size).min(total)).unwrap_or(0);
-        let depth = depth_for(&pool, header.header.chunk_size);
+        let depth = depth_for(&mut pool, header.header.chunk_size);
         let ctx = std::sync::Arc::new((key.clone(), header.digest));
         let mut w = StreamWriter {
             out,
@@ -409,12 +421,12 @@ impl<R: Read> StreamReader<R> {
             }
         }
         let chunk_count = header.header.chunk_count()?;
-        let pool = if opts.single_threaded {
+        let mut pool = if opts.single_threaded {
             Pool::new(0)
         } else {
             Pool::for_machine()
         };
-        let depth = depth_for(&pool, header.header.chunk_size);
+        let depth = depth_for(&mut pool, header.header.chunk_size);
         let ctx = std::sync::Arc::new((key, header.digest));
         let mut r = StreamReader {
             src,
@@ -496,7 +508,7 @@ impl<R: Read> StreamReader<R> {
         };
         if !matches!(item, Ahead::Chunk(_)) {
             self.stopped = true;
-            // No partner is coming: start the last chunk alone.
+            // No more chunks are coming: start the last batch.
             self.pool.flush();
         }
         self.ahead.push_back(item);
