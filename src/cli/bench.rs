@@ -122,25 +122,31 @@ fn sha_baseline(spec: &str) -> Result<(u64, f64)> {
     Ok((total, hashing.as_secs_f64()))
 }
 
-/// For reference: one core hashing two chunks at a time, as the pool's workers
-/// do ([`crate::codec::sha2x`]). Not a baseline the ratios use.
-fn sha2x_reference(spec: &str) -> Result<(u64, f64)> {
-    let mut held: Vec<u8> = Vec::new();
+/// For reference: one core hashing as each of the pool's workers does, as
+/// many chunks at once as this CPU's engine takes ([`crate::codec::sha2x`]:
+/// sixteen in AVX-512 lanes, or a SHA-NI pair). Not a baseline the ratios use.
+fn engine_reference(spec: &str) -> Result<(u64, f64)> {
+    let engine = crate::codec::sha2x::engine();
+    let lanes = engine.lanes();
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut out = vec![[0u8; 32]; lanes];
     let mut hashing = Duration::ZERO;
-    let total = raw_state(spec, |b| {
-        if held.is_empty() {
-            held.extend_from_slice(b);
-            return;
-        }
+    let mut hash = |held: &mut Vec<Vec<u8>>| {
+        let msgs: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
         let t = Instant::now();
-        std::hint::black_box(crate::codec::sha2x::digest2(&held, b));
+        engine.digest_into(&msgs, out.get_mut(..msgs.len()).unwrap_or(&mut []));
+        std::hint::black_box(&out);
         hashing += t.elapsed();
         held.clear();
+    };
+    let total = raw_state(spec, |b| {
+        held.push(b.to_vec());
+        if held.len() == lanes {
+            hash(&mut held);
+        }
     })?;
     if !held.is_empty() {
-        let t = Instant::now();
-        std::hint::black_box(crate::codec::sha2x::digest2(&held, &[]));
-        hashing += t.elapsed();
+        hash(&mut held);
     }
     Ok((total, hashing.as_secs_f64()))
 }
@@ -220,7 +226,70 @@ fn flip_header_byte(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(Code::IoWrite, path.display(), &e))
 }
 
-pub fn run(device_type: &str, out: Out) -> Result<()> {
+/// One save piped into one restore, as two child processes; returns the wall
+/// time from starting both to both exiting, and each one's peak RSS.
+fn save_pipe_restore(src: &str, dst: &str, kp: &str, pp: &str) -> Result<(f64, u64, u64)> {
+    let t = Instant::now();
+    let mut saver = Command::new(exe()?)
+        .args(["save", "--device", src, "--key", kp, "-o", "-"])
+        .env(REPORT_RSS_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(Code::IoOpen, "spawning save", &e))?;
+    let pipe_out = saver
+        .stdout
+        .take()
+        .ok_or_else(|| Error::new(Code::Internal, "no save stdout"))?;
+    let restorer = Command::new(exe()?)
+        .args(["restore", "--device", dst, "--trust", pp, "-i", "-"])
+        .env(REPORT_RSS_ENV, "1")
+        .stdin(pipe_out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(Code::IoOpen, "spawning restore", &e))?;
+    let r_out = restorer
+        .wait_with_output()
+        .map_err(|e| Error::io(Code::IoRead, "restore", &e))?;
+    let s_out = saver
+        .wait_with_output()
+        .map_err(|e| Error::io(Code::IoRead, "save", &e))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !r_out.status.success() || !s_out.status.success() {
+        return Err(Error::new(
+            Code::Internal,
+            format!(
+                "save|restore failed: {}{}",
+                String::from_utf8_lossy(&s_out.stderr),
+                String::from_utf8_lossy(&r_out.stderr)
+            ),
+        ));
+    }
+    Ok((secs, child_rss(&s_out.stderr), child_rss(&r_out.stderr)))
+}
+
+/// Seconds of every round of one measurement.
+#[derive(Default)]
+struct Runs(Vec<f64>);
+
+impl Runs {
+    fn median(&self) -> f64 {
+        median(self.0.clone())
+    }
+
+    /// Throughputs (GB/s) of every round, fastest first.
+    fn gbs(&self, bytes: u64) -> Vec<f64> {
+        let mut v: Vec<f64> = self.0.iter().map(|s| bytes as f64 / s / 1e9).collect();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v
+    }
+}
+
+/// Runs the benchmark: `rounds` rounds of every measurement, interleaved (a
+/// round measures each once), reporting each one's median.
+pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
+    let rounds = rounds.max(1);
     let tmp = Tmp(std::env::temp_dir().join(format!("mdevmig-bench-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0).map_err(|e| Error::io(Code::IoOpen, tmp.0.display(), &e))?;
     let key = SigningKeyPair::generate();
@@ -234,55 +303,41 @@ pub fn run(device_type: &str, out: Out) -> Result<()> {
     let stream = tmp.0.join("state.mdm").to_string_lossy().into_owned();
     let p = |s: &str| eprintln!("bench: {s}");
 
-    p("baseline: single-thread SHA-256 of the raw state");
-    let (bytes, sha_secs) = sha_baseline(&src)?;
-    p("reference: two-at-a-time SHA-256 on one core");
-    let (_, sha2x_secs) = sha2x_reference(&src)?;
-    p("baseline: plain copy through a pipe");
-    let (_, pipe_secs) = pipe_baseline(&src)?;
-    p("save");
-    let save = run_child(&["save", "--device", &src, "--key", &kp, "-o", &stream])?;
-    p("verify");
-    let verify = run_child(&["verify", &stream, "--trust", &pp])?;
-    p("save | restore");
-    let t = Instant::now();
-    let mut saver = Command::new(exe()?)
-        .args(["save", "--device", &src, "--key", &kp, "-o", "-"])
-        .env(REPORT_RSS_ENV, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(Code::IoOpen, "spawning save", &e))?;
-    let pipe_out = saver
-        .stdout
-        .take()
-        .ok_or_else(|| Error::new(Code::Internal, "no save stdout"))?;
-    let restorer = Command::new(exe()?)
-        .args(["restore", "--device", &dst, "--trust", &pp, "-i", "-"])
-        .env(REPORT_RSS_ENV, "1")
-        .stdin(pipe_out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(Code::IoOpen, "spawning restore", &e))?;
-    let r_out = restorer
-        .wait_with_output()
-        .map_err(|e| Error::io(Code::IoRead, "restore", &e))?;
-    let s_out = saver
-        .wait_with_output()
-        .map_err(|e| Error::io(Code::IoRead, "save", &e))?;
-    let spr_secs = t.elapsed().as_secs_f64();
-    if !r_out.status.success() || !s_out.status.success() {
-        return Err(Error::new(
-            Code::Internal,
-            format!(
-                "save|restore failed: {}{}",
-                String::from_utf8_lossy(&s_out.stderr),
-                String::from_utf8_lossy(&r_out.stderr)
-            ),
+    let (mut sha_runs, mut ref_runs, mut pipe_runs) = (Runs::default(), Runs::default(), Runs::default());
+    let (mut save_runs, mut verify_runs, mut spr_runs) = (Runs::default(), Runs::default(), Runs::default());
+    let (mut save_rss, mut verify_rss, mut spr_save_rss, mut spr_restore_rss) = (0u64, 0u64, 0u64, 0u64);
+    let mut bytes = 0u64;
+    for round in 1..=rounds {
+        p(&format!(
+            "round {round}/{rounds}: baseline: single-thread SHA-256 of the raw state"
         ));
+        let (b, secs) = sha_baseline(&src)?;
+        bytes = b;
+        sha_runs.0.push(secs);
+        p(&format!(
+            "round {round}/{rounds}: reference: the hashing engine on one core"
+        ));
+        ref_runs.0.push(engine_reference(&src)?.1);
+        p(&format!(
+            "round {round}/{rounds}: baseline: plain copy through a pipe"
+        ));
+        pipe_runs.0.push(pipe_baseline(&src)?.1);
+        p(&format!("round {round}/{rounds}: save"));
+        let save = run_child(&["save", "--device", &src, "--key", &kp, "-o", &stream])?;
+        save_runs.0.push(save.secs);
+        save_rss = save_rss.max(save.rss_kib);
+        p(&format!("round {round}/{rounds}: verify"));
+        let verify = run_child(&["verify", &stream, "--trust", &pp])?;
+        verify_runs.0.push(verify.secs);
+        verify_rss = verify_rss.max(verify.rss_kib);
+        p(&format!("round {round}/{rounds}: save | restore"));
+        let (secs, s_rss, r_rss) = save_pipe_restore(&src, &dst, &kp, &pp)?;
+        spr_runs.0.push(secs);
+        spr_save_rss = spr_save_rss.max(s_rss);
+        spr_restore_rss = spr_restore_rss.max(r_rss);
     }
-    let (spr_save_rss, spr_restore_rss) = (child_rss(&s_out.stderr), child_rss(&r_out.stderr));
+    let (sha_secs, sha2x_secs, pipe_secs) = (sha_runs.median(), ref_runs.median(), pipe_runs.median());
+    let (save_secs, verify_secs, spr_secs) = (save_runs.median(), verify_runs.median(), spr_runs.median());
 
     p("rejecting a bad header: 1 GiB-class stream and a small stream");
     let trust = TrustStore::load(Path::new(&pp))?;
@@ -302,16 +357,19 @@ pub fn run(device_type: &str, out: Out) -> Result<()> {
     let gbs = |secs: f64| bytes as f64 / secs / 1e9;
     let sha = gbs(sha_secs);
     let rows = [
-        ("save", gbs(save.secs), save.rss_kib),
-        ("verify", gbs(verify.secs), verify.rss_kib),
+        ("save", gbs(save_secs), save_rss, &save_runs),
+        ("verify", gbs(verify_secs), verify_rss, &verify_runs),
         (
             "save-pipe-restore",
             gbs(spr_secs),
             spr_save_rss.max(spr_restore_rss),
+            &spr_runs,
         ),
     ];
+    let engine = crate::codec::sha2x::engine();
     let mut t = format!(
-        "mdevmig bench: simgpu {device_type}, {} bytes of state ({:.2} GiB), {} cores\n\n",
+        "mdevmig bench: simgpu {device_type}, {} bytes of state ({:.2} GiB), {} cores, \
+         median of {rounds} rounds\n\n",
         bytes,
         bytes as f64 / (1u64 << 30) as f64,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -324,23 +382,34 @@ pub fn run(device_type: &str, out: Out) -> Result<()> {
         gbs(pipe_secs)
     ));
     t.push_str(&format!(
-        "reference one core, two chunks at once  {:>6.2} GB/s  ({}; what each hashing worker does)\n\n",
+        "reference one core, {:>2} chunks at once  {:>6.2} GB/s  ({} engine; what each hashing worker does)\n\n",
+        engine.lanes(),
         gbs(sha2x_secs),
-        if crate::codec::sha2x::interleaved() {
-            "interleaved SHA-NI"
-        } else {
-            "no SHA-NI here: sha2 crate"
-        }
+        engine.name()
     ));
-    t.push_str("                       throughput  vs SHA-256  vs pipe   peak RSS\n");
-    for (name, g, rss) in rows {
+    t.push_str("                       throughput  vs SHA-256  vs pipe   peak RSS   rounds (GB/s)\n");
+    for (name, g, rss, runs) in rows {
+        let each: Vec<String> = runs.gbs(bytes).iter().map(|v| format!("{v:.2}")).collect();
         t.push_str(&format!(
-            "{name:<22} {g:>6.2} GB/s   {:>6.2}x   {:>6.2}x   {:>5.1} MiB\n",
+            "{name:<22} {g:>6.2} GB/s   {:>6.2}x   {:>6.2}x   {:>5.1} MiB   {}\n",
             g / sha,
             g / gbs(pipe_secs),
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            each.join(" ")
         ));
     }
+    let each = |r: &Runs| {
+        r.gbs(bytes)
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    t.push_str(&format!(
+        "  (baseline rounds: SHA-256 {} GB/s; pipe {} GB/s)\n",
+        each(&sha_runs),
+        each(&pipe_runs)
+    ));
     t.push_str(&format!(
         "  (save-pipe-restore peak RSS: save {:.1} MiB, restore {:.1} MiB)\n\n",
         spr_save_rss as f64 / 1024.0,
@@ -355,7 +424,7 @@ pub fn run(device_type: &str, out: Out) -> Result<()> {
     let targets = [
         (
             "verify >= 1.6x single-thread SHA-256",
-            gbs(verify.secs) / sha >= 1.6,
+            gbs(verify_secs) / sha >= 1.6,
         ),
         (
             "save-pipe-restore >= 0.8x single-thread SHA-256",
@@ -379,11 +448,13 @@ pub fn run(device_type: &str, out: Out) -> Result<()> {
         json!({
             "device_type": device_type, "bytes": bytes,
             "baseline_sha256_gbs": sha, "baseline_pipe_gbs": gbs(pipe_secs),
-            "reference_sha256_two_at_once_gbs": gbs(sha2x_secs),
-            "save": {"gbs": gbs(save.secs), "ratio_sha": gbs(save.secs) / sha, "peak_rss_kib": save.rss_kib},
-            "verify": {"gbs": gbs(verify.secs), "ratio_sha": gbs(verify.secs) / sha, "peak_rss_kib": verify.rss_kib},
+            "rounds": rounds,
+            "baseline_sha256_runs_gbs": sha_runs.gbs(bytes), "baseline_pipe_runs_gbs": pipe_runs.gbs(bytes),
+            "reference_engine": {"name": engine.name(), "lanes": engine.lanes(), "gbs": gbs(sha2x_secs)},
+            "save": {"gbs": gbs(save_secs), "ratio_sha": gbs(save_secs) / sha, "peak_rss_kib": save_rss, "runs_gbs": save_runs.gbs(bytes)},
+            "verify": {"gbs": gbs(verify_secs), "ratio_sha": gbs(verify_secs) / sha, "peak_rss_kib": verify_rss, "runs_gbs": verify_runs.gbs(bytes)},
             "save_pipe_restore": {"gbs": gbs(spr_secs), "ratio_sha": gbs(spr_secs) / sha,
-                "save_peak_rss_kib": spr_save_rss, "restore_peak_rss_kib": spr_restore_rss},
+                "save_peak_rss_kib": spr_save_rss, "restore_peak_rss_kib": spr_restore_rss, "runs_gbs": spr_runs.gbs(bytes)},
             "reject_bad_header": {"small_bytes": small_len, "small_us": reject_small * 1e6, "big_bytes": big_len, "big_us": reject_big * 1e6, "ratio": reject_big / reject_small},
             "targets": targets.iter().map(|(n, ok)| json!({"target": n, "met": ok})).collect::<Vec<_>>(),
         }),

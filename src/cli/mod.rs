@@ -170,6 +170,9 @@ enum Command {
         /// Simulated vGPU type (vgpu-1g has over 1 GiB of state).
         #[arg(long, default_value = "vgpu-1g")]
         device_type: String,
+        /// Rounds of every measurement; each figure is the median of its rounds.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
     },
     /// Scheduler labels: what this host offers and what a VM's state requires.
     Labels {
@@ -314,7 +317,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             policy,
         } => migrate::check(&device, &source, &policy.policy()?, out),
         Command::Labels { device } => Ok(migrate::labels(&device, out)?),
-        Command::Bench { device_type } => Ok(bench::run(&device_type, out)?),
+        Command::Bench { device_type, rounds } => Ok(bench::run(&device_type, rounds as usize, out)?),
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
 }
