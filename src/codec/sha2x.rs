@@ -582,12 +582,24 @@ mod avx512 {
             })
             .collect();
         let steps = lanes.iter().map(Lane::blocks).max().unwrap_or(0);
-        let zero = [0u8; BLOCK];
         let mut state = [[0u32; LANES]; 8];
         for (word, h) in state.iter_mut().zip(H0) {
             *word = [h; LANES];
         }
-        for step in 0..steps {
+        // Every lane's whole blocks up to the shortest message's, in one run with
+        // the state in registers (lanes without a message hash the first one's
+        // blocks; their states are never read).
+        let common = lanes.iter().map(|l| l.body.len()).min().unwrap_or(0);
+        if let Some(first) = lanes.first().filter(|_| common > 0) {
+            let bodies: [&[[u8; BLOCK]]; LANES] =
+                core::array::from_fn(|i| lanes.get(i).map_or(first.body, |l| l.body));
+            // SAFETY: a `Features` value exists only if detection found every
+            // feature compress16_run is compiled for.
+            unsafe { compress16_run(&mut state, &bodies, common) };
+        }
+        // The rest block by block: longer bodies, then each lane's padding.
+        let zero = [0u8; BLOCK];
+        for step in common..steps {
             let mut blocks = [&zero; LANES];
             let mut active: u16 = 0;
             for (i, lane) in lanes.iter().enumerate() {
@@ -596,8 +608,7 @@ mod avx512 {
                     active |= 1 << i;
                 }
             }
-            // SAFETY: a `Features` value exists only if detection found every
-            // feature compress16 is compiled for.
+            // SAFETY: as above, for compress16.
             unsafe { compress16(&mut state, &blocks, active) };
         }
         for (i, o) in out.iter_mut().enumerate().take(lanes.len()) {
@@ -615,18 +626,11 @@ mod avx512 {
         };
     }
 
-    /// One block of each of sixteen messages into their states (`state[w][lane]`
-    /// is word w of lane `lane`); lanes whose bit in `active` is clear keep their
-    /// state.
-    ///
-    /// # Safety
-    /// The CPU must have the `avx512f` and `avx512bw` features.
+    /// The words of one block of each lane, big-endian to native, transposed:
+    /// `w[t]` holds word t of every lane.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    #[allow(unused_assignments)] // the last rounds' schedule writes are dead
-    unsafe fn compress16(state: &mut [[u32; LANES]; 8], blocks: &[&[u8; BLOCK]; LANES], active: u16) {
-        // SAFETY (loads and stores): every pointer comes from a reference to
-        // exactly 64 bytes; the unaligned forms have no alignment requirement.
-        let mut r = [_mm512_set1_epi32(0); 16];
+    fn load16(blocks: [&[u8; BLOCK]; LANES]) -> [__m512i; 16] {
         let swap = _mm512_set_epi32(
             0x0c0d_0e0f,
             0x0809_0a0b,
@@ -645,14 +649,17 @@ mod avx512 {
             0x0405_0607,
             0x0001_0203,
         );
-        for (row, b) in r.iter_mut().zip(blocks) {
-            *row = _mm512_shuffle_epi8(unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }, swap);
-        }
-        let w = transpose(&r);
-        let mut s = [_mm512_set1_epi32(0); 8];
-        for (v, word) in s.iter_mut().zip(state.iter()) {
-            *v = unsafe { _mm512_loadu_si512(word.as_ptr().cast()) };
-        }
+        // SAFETY: each pointer comes from a reference to exactly 64 bytes; the
+        // unaligned load has no alignment requirement.
+        let r = blocks.map(|b| _mm512_shuffle_epi8(unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }, swap));
+        transpose(&r)
+    }
+
+    /// The 64 rounds of one block in every lane: the state after it.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[allow(unused_assignments)] // the last rounds' schedule writes are dead
+    fn block16(s: [__m512i; 8], w: [__m512i; 16]) -> [__m512i; 8] {
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = s;
         let mut w = w;
         // One round; `t` is a literal, so every index below is a constant and
@@ -773,11 +780,67 @@ mod avx512 {
         round!(61);
         round!(62);
         round!(63);
-        let out = [a, b, c, d, e, f, g, h];
-        for ((word, old), new) in state.iter_mut().zip(s).zip(out) {
-            let sum = _mm512_mask_blend_epi32(active, old, _mm512_add_epi32(old, new));
-            unsafe { _mm512_storeu_si512(word.as_mut_ptr().cast(), sum) };
+        let [s0, s1, s2, s3, s4, s5, s6, s7] = s;
+        [
+            _mm512_add_epi32(s0, a),
+            _mm512_add_epi32(s1, b),
+            _mm512_add_epi32(s2, c),
+            _mm512_add_epi32(s3, d),
+            _mm512_add_epi32(s4, e),
+            _mm512_add_epi32(s5, f),
+            _mm512_add_epi32(s6, g),
+            _mm512_add_epi32(s7, h),
+        ]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn load_state(state: &[[u32; LANES]; 8]) -> [__m512i; 8] {
+        // SAFETY: each row is 64 readable bytes; loadu has no alignment requirement.
+        state.map(|row| unsafe { _mm512_loadu_si512(row.as_ptr().cast()) })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn store_state(state: &mut [[u32; LANES]; 8], s: [__m512i; 8]) {
+        for (row, v) in state.iter_mut().zip(s) {
+            // SAFETY: each row is 64 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm512_storeu_si512(row.as_mut_ptr().cast(), v) };
         }
+    }
+
+    /// One block of each of sixteen messages into their states (`state[w][lane]`
+    /// is word w of lane `lane`); lanes whose bit in `active` is clear keep their
+    /// state.
+    ///
+    /// # Safety
+    /// The CPU must have the `avx512f` and `avx512bw` features.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn compress16(state: &mut [[u32; LANES]; 8], blocks: &[&[u8; BLOCK]; LANES], active: u16) {
+        let old = load_state(state);
+        let new = block16(old, load16(*blocks));
+        let mut out = old;
+        for (o, (prev, next)) in out.iter_mut().zip(old.iter().zip(new)) {
+            *o = _mm512_mask_blend_epi32(active, *prev, next);
+        }
+        store_state(state, out);
+    }
+
+    /// Blocks `0..n` of every lane's `bodies` (each has at least `n`) into the
+    /// states, keeping them in registers from block to block.
+    ///
+    /// # Safety
+    /// The CPU must have the `avx512f` and `avx512bw` features.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn compress16_run(state: &mut [[u32; LANES]; 8], bodies: &[&[[u8; BLOCK]]; LANES], n: usize) {
+        const ZERO: [u8; BLOCK] = [0; BLOCK];
+        let mut s = load_state(state);
+        for i in 0..n {
+            let blocks: [&[u8; BLOCK]; LANES] =
+                core::array::from_fn(|l| bodies.get(l).and_then(|b| b.get(i)).unwrap_or(&ZERO));
+            s = block16(s, load16(blocks));
+        }
+        store_state(state, s);
     }
 
     /// Rows of sixteen words to columns: `out[t]` holds word t of every row.
