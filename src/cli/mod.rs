@@ -171,7 +171,7 @@ enum Command {
         #[arg(long, default_value = "vgpu-1g")]
         device_type: String,
         /// Rounds of every measurement; each figure is the median of its rounds.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
         rounds: u32,
     },
     /// Scheduler labels: what this host offers and what a VM's state requires.
