@@ -32,7 +32,7 @@ use mdevmig_plugin_api::{SectionConversion, SectionKind, SectionLayout, SectionS
 use crate::auth::{SigningKeyPair, TrustStore};
 use crate::codec::header::{Header, SectionEntry};
 use crate::codec::stream::{ReadOptions, StreamReader, StreamWriter};
-use crate::codec::{limits, FLAG_SESSION_BOUND, SECTION_REQUIRED};
+use crate::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED};
 use crate::compat::{self, Action, Policy};
 use crate::device::{DataRead, MigState, MigrationDevice, FLAG_PRE_COPY};
 use crate::error::{Code, Error, Result};
@@ -63,7 +63,7 @@ impl Default for SaveOptions {
             precopy: false,
             version: None,
             session: None,
-            chunk_size: limits::DEFAULT_CHUNK_SIZE,
+            chunk_size: crate::codec::stream::default_chunk_size(),
             omit: Vec::new(),
             produce_window: None,
         }

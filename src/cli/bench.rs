@@ -26,6 +26,10 @@ use crate::device::{self, DataRead, DeviceSpec, MigState};
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
 
+/// Environment variable naming the directory for the bench's stream files
+/// (default: the system's temporary directory).
+pub const BENCH_DIR_ENV: &str = "MDEVMIG_BENCH_DIR";
+
 /// Environment variable that makes the CLI print its peak RSS at exit.
 pub const REPORT_RSS_ENV: &str = "MDEVMIG_REPORT_RSS";
 
@@ -290,7 +294,8 @@ impl Runs {
 /// round measures each once), reporting each one's median.
 pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
     let rounds = rounds.max(1);
-    let tmp = Tmp(std::env::temp_dir().join(format!("mdevmig-bench-{}", std::process::id())));
+    let base = std::env::var_os(BENCH_DIR_ENV).map_or_else(std::env::temp_dir, PathBuf::from);
+    let tmp = Tmp(base.join(format!("mdevmig-bench-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0).map_err(|e| Error::io(Code::IoOpen, tmp.0.display(), &e))?;
     let key = SigningKeyPair::generate();
     let (kp, pp) = key.write_files(&tmp.0.join("bench"))?;
@@ -307,6 +312,17 @@ pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
     let (mut save_runs, mut verify_runs, mut spr_runs) = (Runs::default(), Runs::default(), Runs::default());
     let (mut save_rss, mut verify_rss, mut spr_save_rss, mut spr_restore_rss) = (0u64, 0u64, 0u64, 0u64);
     let mut bytes = 0u64;
+    let trust = TrustStore::load(Path::new(&pp))?;
+    let small = tmp.0.join("small.mdm");
+    {
+        let registry = Registry::builtin();
+        let (mut dev, _) = device::open(&"sim:mtty/mtty-2".parse::<DeviceSpec>()?, &registry)?;
+        let f = std::fs::File::create(&small).map_err(|e| Error::io(Code::IoOpen, small.display(), &e))?;
+        crate::broker::save(&mut *dev, &registry, &key, f, &Default::default())?;
+    }
+    flip_header_byte(&small)?;
+    let small_len = std::fs::metadata(&small).map(|m| m.len()).unwrap_or(0);
+    let (mut big_len, mut reject_big, mut reject_small) = (0u64, 0f64, 0f64);
     for round in 1..=rounds {
         p(&format!(
             "round {round}/{rounds}: baseline: single-thread SHA-256 of the raw state"
@@ -330,6 +346,16 @@ pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
         let verify = run_child(&["verify", &stream, "--trust", &pp])?;
         verify_runs.0.push(verify.secs);
         verify_rss = verify_rss.max(verify.rss_kib);
+        if round == 1 {
+            p("rejecting a bad header: 1 GiB-class stream and a small stream");
+            flip_header_byte(Path::new(&stream))?;
+            big_len = std::fs::metadata(&stream).map(|m| m.len()).unwrap_or(0);
+            (reject_big, reject_small) = reject_times(Path::new(&stream), &small, &trust)?;
+        }
+        // Gone before the next measurement: a 1 GB file of dirty page cache
+        // slowed save | restore and made it vary by a third between rounds
+        // (deleting it discards the pages; nothing is written back).
+        std::fs::remove_file(&stream).map_err(|e| Error::io(Code::IoWrite, &stream, &e))?;
         p(&format!("round {round}/{rounds}: save | restore"));
         let (secs, s_rss, r_rss) = save_pipe_restore(&src, &dst, &kp, &pp)?;
         spr_runs.0.push(secs);
@@ -338,21 +364,6 @@ pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
     }
     let (sha_secs, sha2x_secs, pipe_secs) = (sha_runs.median(), ref_runs.median(), pipe_runs.median());
     let (save_secs, verify_secs, spr_secs) = (save_runs.median(), verify_runs.median(), spr_runs.median());
-
-    p("rejecting a bad header: 1 GiB-class stream and a small stream");
-    let trust = TrustStore::load(Path::new(&pp))?;
-    flip_header_byte(Path::new(&stream))?;
-    let big_len = std::fs::metadata(&stream).map(|m| m.len()).unwrap_or(0);
-    let small = tmp.0.join("small.mdm");
-    {
-        let registry = Registry::builtin();
-        let (mut dev, _) = device::open(&"sim:mtty/mtty-2".parse::<DeviceSpec>()?, &registry)?;
-        let f = std::fs::File::create(&small).map_err(|e| Error::io(Code::IoOpen, small.display(), &e))?;
-        crate::broker::save(&mut *dev, &registry, &key, f, &Default::default())?;
-    }
-    flip_header_byte(&small)?;
-    let small_len = std::fs::metadata(&small).map(|m| m.len()).unwrap_or(0);
-    let (reject_big, reject_small) = reject_times(Path::new(&stream), &small, &trust)?;
 
     let gbs = |secs: f64| bytes as f64 / secs / 1e9;
     let sha = gbs(sha_secs);

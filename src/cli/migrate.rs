@@ -104,7 +104,7 @@ pub struct SaveArgs<'a> {
     pub precopy: bool,
     pub version: Option<u32>,
     pub session: Option<&'a str>,
-    pub chunk_size: u32,
+    pub chunk_size: Option<u32>,
     pub for_descriptor: Option<&'a str>,
     pub policy: Policy,
 }
@@ -118,7 +118,9 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         precopy: a.precopy,
         version: a.version,
         session: a.session.map(parse_nonce).transpose()?,
-        chunk_size: a.chunk_size,
+        chunk_size: a
+            .chunk_size
+            .unwrap_or_else(crate::codec::stream::default_chunk_size),
         omit: Vec::new(),
         produce_window: host.versions,
     };

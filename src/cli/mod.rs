@@ -115,9 +115,10 @@ enum Command {
         /// Bind the stream to the destination's session nonce (64 hex digits).
         #[arg(long)]
         session: Option<String>,
-        /// Chunk size in bytes (power of two, 4096..16777216).
-        #[arg(long, default_value_t = crate::codec::limits::DEFAULT_CHUNK_SIZE)]
-        chunk_size: u32,
+        /// Chunk size in bytes (power of two, 4096..16777216) [default: 1048576, or
+        /// 524288 where the hashing engine wants more chunks in flight (AVX-512)]
+        #[arg(long)]
+        chunk_size: Option<u32>,
         /// Emit the state version and sections this destination descriptor accepts (file or -).
         #[arg(long = "for")]
         for_descriptor: Option<String>,

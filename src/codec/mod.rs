@@ -84,13 +84,9 @@ pub mod limits {
     /// Largest chunk size: the reader holds one chunk per pipeline slot in memory,
     /// so this times the pipeline depth bounds its memory.
     pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
-    /// Default chunk size. Each chunk costs a signature (about 17 us to sign and
-    /// 48 us to verify here, against 190 us to hash 512 KiB on one core), and
-    /// parallel hashing wants many chunks in flight: sixteen per AVX-512 batch,
-    /// two batches per worker, within the reader's 32 MiB read-ahead. 512 KiB
-    /// is the size where both fit; `mdevmig bench` measured save|restore about
-    /// 8 % faster than with 1 MiB chunks, and slower with 256 KiB.
-    pub const DEFAULT_CHUNK_SIZE: u32 = 512 * 1024;
+    /// The largest default chunk size ([`super::stream::default_chunk_size`]
+    /// picks it or half of it for this machine).
+    pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
     /// Largest total state (sum of section lengths): 1 TiB, above any device's
     /// state today, and small enough that offsets and counts never overflow.
     pub const MAX_TOTAL_LEN: u64 = 1 << 40;
