@@ -98,7 +98,7 @@ impl Engine {
         }
     }
 
-    /// `out[i]` = SHA-256 of `msgs[i]` (pairs up to the shorter of the two);
+    /// `out[i]` = SHA-256 of `msgs[i]`, for `i` up to the shorter of the two;
     /// an engine the CPU lacks hashes with `sha2`.
     pub fn digest_into(self, msgs: &[&[u8]], out: &mut [Digest32]) {
         match self {
@@ -1027,6 +1027,23 @@ mod engine_tests {
             }
             for n in 0..=17 {
                 let msgs: Vec<&[u8]> = (0..n).map(|i| &long[i * 13..i * 13 + (i * 97) % 700]).collect();
+                check(e, &msgs);
+            } // Every lane has whole blocks: the common run goes through the
+              // registers-resident path, the rest block by block.
+            let multi = [
+                64usize, 65, 119, 120, 128, 200, 257, 640, 999, 128, 64, 300, 191, 192, 255, 256,
+            ];
+            for len in 64..=400 {
+                for pos in [0usize, 9, 15] {
+                    let mut msgs: Vec<&[u8]> = multi.iter().map(|&l| &long[..l]).collect();
+                    if let Some(m) = msgs.get_mut(pos) {
+                        *m = &long[1000 - len..];
+                    }
+                    check(e, &msgs);
+                }
+            }
+            for n in 1..=17 {
+                let msgs: Vec<&[u8]> = (0..n).map(|i| &long[i..i + 64 + (i * 97) % 700]).collect();
                 check(e, &msgs);
             }
         }
