@@ -258,7 +258,9 @@ impl<W: Write> StreamWriter<W> {
         let cs = self.buf.len();
         // Buffers come back from the pool holding their last chunk; only a short
         // one needs its tail re-extended (with zeros, overwritten before use).
-        let mut next = self.free.pop().unwrap_or_default();
+        // A new buffer comes zeroed from the allocator (calloc: fresh pages need
+        // no second zeroing pass).
+        let mut next = self.free.pop().unwrap_or_else(|| vec![0; cs]);
         next.resize(cs, 0);
         let mut buf = std::mem::replace(&mut self.buf, next);
         buf.truncate(self.fill);
@@ -560,7 +562,7 @@ impl<R: Read> StreamReader<R> {
         }
         // data_len <= chunk_size <= 16 MiB: bounded by the header's checked chunk size.
         let n = usize::try_from(rec.data_len).map_err(|_| Error::new(Code::ChunkTooLarge, "chunk length"))?;
-        let mut buf = self.free.pop().unwrap_or_default();
+        let mut buf = self.free.pop().unwrap_or_else(|| vec![0; n]);
         buf.resize(n, 0);
         read_exact_or(&mut self.src, &mut buf, "chunk data")?;
         self.position = self.position.saturating_add(u64::from(rec.data_len));
