@@ -238,3 +238,61 @@ impl Drop for Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn job(i: u64, key: &Arc<(SigningKeyPair, Digest32)>) -> Job {
+        let len = usize::try_from(i.wrapping_mul(331) % 5000)
+            .unwrap()
+            .wrapping_add(1);
+        Job {
+            rec: ChunkRecord {
+                section_index: 0,
+                data_len: u32::try_from(len).unwrap(),
+                seq: i,
+                offset: 0,
+            },
+            buf: (0..len)
+                .map(|b| (u64::try_from(b).unwrap() ^ i).to_le_bytes()[0])
+                .collect(),
+            task: Task::Sign(key.clone()),
+        }
+    }
+
+    #[test]
+    fn results_come_back_in_submission_order_for_any_batch_and_worker_count() {
+        let key = Arc::new((SigningKeyPair::from_seed(&[9; 32]), [3u8; 32]));
+        let vk = key.0.verifying_key();
+        for workers in [0usize, 1, 2, 3] {
+            for batch in [1usize, 2, 3, 7, 16, 40] {
+                for window in [1u64, 5, 33] {
+                    let mut pool = Pool::new(workers);
+                    pool.set_batch(batch);
+                    let (mut next_in, mut next_out, total) = (0u64, 0u64, 101u64);
+                    while next_out < total {
+                        // Keep up to `window` jobs in flight, like the reader and writer.
+                        while next_in < total && next_in - next_out < window {
+                            pool.submit(job(next_in, &key));
+                            next_in += 1;
+                        }
+                        if next_in == total {
+                            pool.flush();
+                        }
+                        let d = pool.collect().expect("a result");
+                        let want = job(next_out, &key);
+                        assert_eq!(d.rec, want.rec, "workers {workers} batch {batch} window {window}");
+                        assert_eq!(d.buf, want.buf);
+                        let digest: Digest32 = Sha256::digest(&want.buf).into();
+                        let msg = want.rec.signed_message(&key.1, &digest);
+                        assert!(crate::auth::verify(&vk, &msg, &d.sig), "signature of {next_out}");
+                        next_out += 1;
+                    }
+                    assert!(pool.collect().is_none(), "nothing left");
+                }
+            }
+        }
+    }
+}

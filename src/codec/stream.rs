@@ -34,7 +34,10 @@ const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 /// The chunk size `save` uses unless told otherwise, for this machine: 1 MiB
 /// ([`super::limits::DEFAULT_CHUNK_SIZE`]), or 512 KiB when 1 MiB chunks would
 /// not let every hashing worker hold two full batches within
-/// [`MAX_IN_FLIGHT_BYTES`] (sixteen-lane AVX-512 batches on two or more cores).
+/// [`MAX_IN_FLIGHT_BYTES`]: sixteen-lane AVX-512 batches on two or more cores
+/// (or SHA-NI pairs on nine or more). It follows the engine the process picked
+/// ([`super::sha2x::engine`]), so on a CPU where SHA-NI and AVX-512 are close it
+/// can differ between runs unless `MDEVMIG_SHA256_ENGINE` pins the engine.
 ///
 /// Each chunk costs a signature (about 17 us to sign and 48 us to verify, next
 /// to 170 us to hash 512 KiB in AVX-512 lanes), so chunks stay large; but with
