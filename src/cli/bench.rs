@@ -288,6 +288,12 @@ impl Runs {
         v.sort_by(|a, b| b.total_cmp(a));
         v
     }
+
+    /// The rounds' throughputs as printed, fastest first.
+    fn listed(&self, bytes: u64) -> String {
+        let v: Vec<String> = self.gbs(bytes).iter().map(|v| format!("{v:.2}")).collect();
+        v.join(" ")
+    }
 }
 
 /// Runs the benchmark: `rounds` rounds of every measurement, interleaved (a
@@ -362,7 +368,7 @@ pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
         spr_save_rss = spr_save_rss.max(s_rss);
         spr_restore_rss = spr_restore_rss.max(r_rss);
     }
-    let (sha_secs, sha2x_secs, pipe_secs) = (sha_runs.median(), ref_runs.median(), pipe_runs.median());
+    let (sha_secs, ref_secs, pipe_secs) = (sha_runs.median(), ref_runs.median(), pipe_runs.median());
     let (save_secs, verify_secs, spr_secs) = (save_runs.median(), verify_runs.median(), spr_runs.median());
 
     let gbs = |secs: f64| bytes as f64 / secs / 1e9;
@@ -395,31 +401,23 @@ pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
     t.push_str(&format!(
         "reference one core, {:>2} chunks at once  {:>6.2} GB/s  ({} engine; what each hashing worker does)\n\n",
         engine.lanes(),
-        gbs(sha2x_secs),
+        gbs(ref_secs),
         engine.name()
     ));
     t.push_str("                       throughput  vs SHA-256  vs pipe   peak RSS   rounds (GB/s)\n");
     for (name, g, rss, runs) in rows {
-        let each: Vec<String> = runs.gbs(bytes).iter().map(|v| format!("{v:.2}")).collect();
         t.push_str(&format!(
             "{name:<22} {g:>6.2} GB/s   {:>6.2}x   {:>6.2}x   {:>5.1} MiB   {}\n",
             g / sha,
             g / gbs(pipe_secs),
             rss as f64 / 1024.0,
-            each.join(" ")
+            runs.listed(bytes)
         ));
     }
-    let each = |r: &Runs| {
-        r.gbs(bytes)
-            .iter()
-            .map(|v| format!("{v:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     t.push_str(&format!(
         "  (baseline rounds: SHA-256 {} GB/s; pipe {} GB/s)\n",
-        each(&sha_runs),
-        each(&pipe_runs)
+        sha_runs.listed(bytes),
+        pipe_runs.listed(bytes)
     ));
     t.push_str(&format!(
         "  (save-pipe-restore peak RSS: save {:.1} MiB, restore {:.1} MiB)\n\n",
@@ -461,7 +459,7 @@ pub fn run(device_type: &str, rounds: usize, out: Out) -> Result<()> {
             "baseline_sha256_gbs": sha, "baseline_pipe_gbs": gbs(pipe_secs),
             "rounds": rounds,
             "baseline_sha256_runs_gbs": sha_runs.gbs(bytes), "baseline_pipe_runs_gbs": pipe_runs.gbs(bytes),
-            "reference_engine": {"name": engine.name(), "lanes": engine.lanes(), "gbs": gbs(sha2x_secs)},
+            "reference_engine": {"name": engine.name(), "lanes": engine.lanes(), "gbs": gbs(ref_secs)},
             "save": {"gbs": gbs(save_secs), "ratio_sha": gbs(save_secs) / sha, "peak_rss_kib": save_rss, "runs_gbs": save_runs.gbs(bytes)},
             "verify": {"gbs": gbs(verify_secs), "ratio_sha": gbs(verify_secs) / sha, "peak_rss_kib": verify_rss, "runs_gbs": verify_runs.gbs(bytes)},
             "save_pipe_restore": {"gbs": gbs(spr_secs), "ratio_sha": gbs(spr_secs) / sha,

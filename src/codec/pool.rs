@@ -4,8 +4,9 @@
 //! independently: a small pool of worker threads takes chunks in stream order,
 //! in batches as wide as the core's hashing engine ([`super::sha2x`]: sixteen
 //! in AVX-512 lanes, or a SHA-NI pair), hashes them and signs (writer) or
-//! verifies (reader) their records, and hands them back in the same order. The caller keeps reading (or
-//! producing) the next chunks meanwhile, so I/O overlaps hashing.
+//! verifies (reader) their records, and hands them back in the same order. The
+//! caller keeps reading (or producing) the next chunks meanwhile, so I/O overlaps
+//! hashing.
 //!
 //! Memory is bounded by the number of buffers in flight, which the caller caps
 //! (`depth` chunks of at most `chunk_size` bytes each).
@@ -145,18 +146,22 @@ impl Pool {
 
     /// Workers for this machine: one per core, none on a single core.
     pub fn for_machine() -> Self {
+        Self::new(Self::machine_workers())
+    }
+
+    /// How many workers [`Pool::for_machine`] starts.
+    pub fn machine_workers() -> usize {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Self::new(if n > 1 { n } else { 0 })
+        if n > 1 {
+            n
+        } else {
+            0
+        }
     }
 
     /// Number of worker threads.
     pub fn workers(&self) -> usize {
         self.workers.len()
-    }
-
-    /// True when jobs run on the caller's thread.
-    pub fn inline(&self) -> bool {
-        self.workers.is_empty()
     }
 
     /// Messages the hashing engine takes at once on one core.

@@ -47,16 +47,26 @@ const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 /// with SHA-NI pairs, 1 MiB stayed ~3 % faster than 512 KiB. Any chunk size is
 /// valid for any reader; this only tunes what the source writes.
 pub fn default_chunk_size() -> u32 {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let lanes = super::sha2x::engine().lanes();
-    let per_chunk = MAX_IN_FLIGHT_BYTES
-        .checked_div(workers.saturating_mul(BATCHES_PER_WORKER).saturating_mul(lanes))
-        .unwrap_or(0);
+    let (holders, per) = batch_holders(Pool::machine_workers());
+    let want = holders
+        .saturating_mul(per)
+        .saturating_mul(super::sha2x::engine().lanes());
+    let per_chunk = MAX_IN_FLIGHT_BYTES.checked_div(want).unwrap_or(0);
     let full = super::limits::DEFAULT_CHUNK_SIZE;
     if per_chunk >= usize::try_from(full).unwrap_or(usize::MAX) {
         full
     } else {
         full / 2
+    }
+}
+
+/// Who holds batches, and how many each: two per worker, or one on the
+/// caller's thread when there are no workers.
+fn batch_holders(workers: usize) -> (usize, usize) {
+    if workers == 0 {
+        (1, 1)
+    } else {
+        (workers, BATCHES_PER_WORKER)
     }
 }
 
@@ -69,11 +79,7 @@ fn depth_for(pool: &mut Pool, chunk_size: u32) -> usize {
     let cs = usize::try_from(chunk_size).unwrap_or(usize::MAX).max(1);
     let cap = MAX_IN_FLIGHT_BYTES.checked_div(cs).unwrap_or(1).max(1);
     let lanes = pool.lanes().max(1);
-    let (holders, per) = if pool.inline() {
-        (1, 1)
-    } else {
-        (pool.workers().max(1), BATCHES_PER_WORKER)
-    };
+    let (holders, per) = batch_holders(pool.workers());
     let want = holders.saturating_mul(per).saturating_mul(lanes);
     let depth = want.min(cap).max(1);
     let batch = if depth >= want {

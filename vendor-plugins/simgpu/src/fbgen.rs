@@ -77,10 +77,16 @@ fn body_word(s: &[u64; SEEDS], w: u64) -> u64 {
 
 /// Word `w` (0..512) of page `page` with content `(key, gen)`.
 pub fn word(key: u64, gen: u64, page: u64, w: u64) -> u64 {
+    page_word(key, gen, &seeds(key, gen, page), w)
+}
+
+/// Word `w` of a page whose seeds are `s`.
+#[inline(always)]
+fn page_word(key: u64, gen: u64, s: &[u64; SEEDS], w: u64) -> u64 {
     match w {
         0 => key,
         1 => gen,
-        _ => body_word(&seeds(key, gen, page), w),
+        _ => body_word(s, w),
     }
 }
 
@@ -93,14 +99,7 @@ pub fn fill(key: u64, gen: u64, page: u64, start: usize, out: &mut [u8]) {
         return;
     };
     let s = seeds(key, gen, page);
-    let at = |pos: usize| {
-        let w = u64::try_from(pos >> 3).unwrap_or(0);
-        match w {
-            0 => key,
-            1 => gen,
-            _ => body_word(&s, w),
-        }
-    };
+    let at = |pos: usize| page_word(key, gen, &s, u64::try_from(pos >> 3).unwrap_or(0));
     let mut pos = start;
     // Header words and bytes before the first whole span, one word at a time.
     while !rest.is_empty() && (!pos.is_multiple_of(SPAN) || pos < SPAN || rest.len() < SPAN) {
