@@ -85,6 +85,7 @@ impl Registry {
 /// Every error code the built-in plugins can return, with its meaning.
 pub fn all_error_codes() -> Vec<(&'static str, &'static str)> {
     let mut v = Vec::new();
+    v.extend_from_slice(mdevmig_plugin_api::CODES);
     v.extend_from_slice(mdevmig_mtty::codes::TABLE);
     v.extend_from_slice(mdevmig_hisi_acc::codes::TABLE);
     v.extend_from_slice(mdevmig_simgpu::codes::TABLE);

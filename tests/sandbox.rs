@@ -31,6 +31,7 @@ fn spec(name: &str) -> SectionSpec {
         capability: None,
         max_len: 1 << 20,
         kind: SectionKind::Structured,
+        streamed: false,
     }
 }
 

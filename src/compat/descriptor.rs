@@ -64,8 +64,12 @@ pub struct SectionDesc {
     /// Host capability needed to restore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
-    /// `structured` or `bulk`.
+    /// `structured`, `bulk` or `records`.
     pub kind: String,
+    /// The section's length is known only at the end of the device's stream; the
+    /// envelope carries a bound for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streamed: bool,
 }
 
 impl From<&SectionSpec> for SectionDesc {
@@ -78,7 +82,9 @@ impl From<&SectionSpec> for SectionDesc {
             kind: match s.kind {
                 SectionKind::Structured => "structured".into(),
                 SectionKind::Bulk => "bulk".into(),
+                SectionKind::Records => "records".into(),
             },
+            streamed: s.streamed,
         }
     }
 }
@@ -343,11 +349,12 @@ fn claim_at(
                 required: s.required,
                 capability: s.capability.clone(),
                 max_len: u64::MAX,
-                kind: if s.kind == "bulk" {
-                    SectionKind::Bulk
-                } else {
-                    SectionKind::Structured
+                kind: match s.kind.as_str() {
+                    "bulk" => SectionKind::Bulk,
+                    "records" => SectionKind::Records,
+                    _ => SectionKind::Structured,
                 },
+                streamed: s.streamed,
             })
             .collect();
         let plan = plugin

@@ -351,6 +351,7 @@ fn validate_one(
         capability: m["capability"].as_str().map(String::from),
         max_len: m["max_len"].as_u64().unwrap_or(0),
         kind: SectionKind::Structured,
+        streamed: false,
     };
     let plugin = registry
         .for_state(&device.vendor, &device.device_type)

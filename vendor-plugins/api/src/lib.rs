@@ -22,11 +22,25 @@
 #![forbid(unsafe_code)]
 
 pub mod reader;
+pub mod records;
 pub mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use reader::{Reader, Short, Trailing};
+
+/// Codes this crate's default methods return, shared by every plugin; listed in
+/// the broker's `spec/errors.md` with the plugins' own codes.
+pub const CODES: &[(&str, &str)] = &[
+    (
+        "vendor.cannot_convert",
+        "the plugin cannot convert the state between these versions",
+    ),
+    (
+        "vendor.no_record_validator",
+        "the plugin declares a record-structured section but has no validator for it",
+    ),
+];
 
 /// A plugin's rejection: a stable dotted code (`vendor.mtty.bad_magic`) and a message
 /// a person can act on. Codes are listed in the broker's `spec/errors.md`.
@@ -85,6 +99,11 @@ pub enum SectionKind {
     /// Bulk data (a framebuffer, firmware blob): validated chunk by chunk with
     /// [`VendorPlugin::validate_bulk`], never buffered whole.
     Bulk,
+    /// A sequence of self-describing records (Xe VF packets, mlx5 and virtio
+    /// records): validated as it streams by a [`RecordValidator`] from
+    /// [`VendorPlugin::record_validator`], which sees the bytes in arbitrary splits
+    /// and keeps only what it must see whole (a record header, a small structure).
+    Records,
 }
 
 /// What a plugin says about one named section of a state version.
@@ -98,14 +117,22 @@ pub struct SectionSpec {
     pub required: bool,
     /// Host capability the destination needs to restore this section, if any.
     pub capability: Option<String>,
-    /// The largest length this section can have; a longer one is refused.
+    /// The largest length this section can have; a longer one is refused. For a
+    /// streamed section this is the bound the envelope header declares.
     pub max_len: u64,
     /// How the destination validates it.
     pub kind: SectionKind,
+    /// The section's length is known only when the device's stream ends (a
+    /// variable-length packet stream): the envelope declares `max_len` as its
+    /// bound and signs the final length at the section's end. The broker's save
+    /// reads a streamed section to the device's end of data, so it must be the
+    /// last section of the raw stream.
+    pub streamed: bool,
 }
 
 /// One section of a concrete raw state: its spec, its framing length in the raw
-/// stream and its data length.
+/// stream and its data length (for a streamed section, the device's estimate;
+/// the broker reads it to the end of the device's data instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionLayout {
     /// What the section is.
@@ -205,6 +232,21 @@ pub trait VendorPlugin: Send + Sync {
         Ok(())
     }
 
+    /// A streaming validator for one [`SectionKind::Records`] section of a state
+    /// bound for `device`. The default refuses: a plugin that declares record
+    /// sections must provide one.
+    fn record_validator(
+        &self,
+        device: &DeviceInfo,
+        spec: &SectionSpec,
+    ) -> Result<Box<dyn RecordValidator>, VendorError> {
+        let _ = device;
+        Err(VendorError::new(
+            "vendor.no_record_validator",
+            format!("{} has no record validator for section {}", self.vendor(), spec.name),
+        ))
+    }
+
     /// Plans converting a state of version `from` into version `to`, section by
     /// section (one entry per section of `sections`). The default converts nothing.
     fn convert(
@@ -220,6 +262,21 @@ pub trait VendorPlugin: Send + Sync {
             format!("{} cannot convert state version {from} to {to}", self.vendor()),
         ))
     }
+}
+
+/// Validates a record-structured section as it streams (see [`records`] for the
+/// driver that most plugins build one from).
+///
+/// The broker calls [`RecordValidator::feed`] with the section's verified bytes in
+/// stream order and in whatever pieces the envelope's chunks cut them into (a
+/// piece may end inside a record header), then [`RecordValidator::finish`] once
+/// the section's final length is authenticated. Either may refuse; the first
+/// refusal ends the section. Memory must stay bounded whatever the stream says.
+pub trait RecordValidator: Send {
+    /// The next bytes of the section.
+    fn feed(&mut self, data: &[u8]) -> Result<(), VendorError>;
+    /// The section ended: refuse a record cut short or a missing end marker.
+    fn finish(&mut self) -> Result<(), VendorError>;
 }
 
 /// Options a simulated device passes to its model: the seed and the spec's

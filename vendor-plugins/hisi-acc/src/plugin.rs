@@ -181,6 +181,7 @@ pub fn section_spec(version: u16) -> SectionSpec {
         capability: None,
         max_len: u64::try_from(ACC_VF_DATA_LEN).unwrap_or(u64::MAX),
         kind: SectionKind::Structured,
+        streamed: false,
     }
 }
 

@@ -49,6 +49,7 @@ impl MttyPlugin {
             capability: None,
             max_len: u64::try_from(MAX_STATE_LEN).unwrap_or(u64::MAX),
             kind: SectionKind::Structured,
+            streamed: false,
         }
     }
 }

@@ -21,6 +21,7 @@ fn expected_spec() -> SectionSpec {
         capability: None,
         max_len: 96,
         kind: SectionKind::Structured,
+        streamed: false,
     }
 }
 

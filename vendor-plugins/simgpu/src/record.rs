@@ -160,6 +160,7 @@ impl Section {
                 Self::Fb => SectionKind::Bulk,
                 _ => SectionKind::Structured,
             },
+            streamed: false,
         }
     }
 

@@ -22,6 +22,7 @@ fn spec(name: &str, required: bool, cap: Option<&str>, max_len: u64, kind: Secti
         capability: cap.map(String::from),
         max_len,
         kind,
+        streamed: false,
     }
 }
 

@@ -1,0 +1,1 @@
+//! Intel Xe VF migration packets (placeholder while the crate is written).
