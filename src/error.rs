@@ -56,13 +56,14 @@ codes! {
     DuplicateSection = "format.duplicate_section", "two sections in the table have the same name";
     AttributeOrder = "format.attribute_order", "device attributes are not in strictly ascending name order";
     UnboundNonce = "format.unbound_nonce", "the session nonce is not zero although the stream is not session-bound";
-    BadRecordKind = "format.bad_record_kind", "a record has a kind byte that is neither chunk nor trailer";
+    BadRecordKind = "format.bad_record_kind", "a record has a kind byte that is not chunk, trailer or section end";
     BadChunkLength = "format.bad_chunk_length", "a chunk's data length is zero, above chunk_size, or not the canonical length";
     ChunkMismatch = "format.chunk_mismatch", "a chunk's section index or offset is not the one its sequence number implies";
     ChunkDuplicated = "format.chunk_duplicated", "a chunk arrived again (its sequence number was already seen)";
     ChunkReordered = "format.chunk_reordered", "a chunk arrived before the one that should precede it";
     ChunkDropped = "format.chunk_dropped", "a chunk is missing from the stream";
-    TrailerMismatch = "format.trailer_mismatch", "the trailer's chunk count or total length disagrees with the header";
+    TrailerMismatch = "format.trailer_mismatch", "the trailer's chunk count or total length disagrees with the chunks the stream carried";
+    SectionLengthMismatch = "format.section_length_mismatch", "a streamed section's end record states another length than the bytes its chunks carried";
     BadKeyFile = "format.bad_key_file", "a key file is not an ed25519 PKCS#8 or SubjectPublicKeyInfo PEM";
     BadDescriptor = "format.bad_descriptor", "a descriptor or policy document is malformed";
 
@@ -74,6 +75,7 @@ codes! {
     ChunkTooLarge = "limit.chunk_too_large", "chunk_size or a chunk's length is above the 16 MiB cap";
     StreamTooLarge = "limit.stream_too_large", "the sections add up to more than the 1 TiB cap";
     SectionTooLarge = "limit.section_too_large", "a section is longer than its plugin allows";
+    SectionOverBound = "limit.section_over_bound", "a streamed section carries more data than the bound its header entry declares";
     InputTooLarge = "limit.input_too_large", "a key file, descriptor or raw state is larger than its cap";
 
     // auth: the stream is well-formed but not proven authentic.
@@ -81,6 +83,7 @@ codes! {
     BadHeaderSignature = "auth.bad_header_signature", "the header signature does not verify";
     BadChunkSignature = "auth.bad_chunk_signature", "a chunk signature does not verify (data or record changed)";
     BadTrailerSignature = "auth.bad_trailer_signature", "the trailer signature does not verify";
+    BadEndSignature = "auth.bad_end_signature", "a section end record's signature does not verify";
     SessionMismatch = "auth.session_mismatch", "the stream is bound to another session nonce than the one issued";
     UnboundStream = "auth.unbound_stream", "a session-bound stream was required but this one is not bound";
     EmptyTrustStore = "auth.empty_trust_store", "the trust store holds no keys";
@@ -108,6 +111,7 @@ codes! {
     DeviceNoMigration = "device.no_migration", "the device does not support VFIO migration v2 (STOP_COPY)";
     DeviceTransition = "device.bad_transition", "the device refused a migration state transition";
     DeviceData = "device.data_error", "reading or writing the device's migration data failed";
+    DeviceOverBound = "device.state_over_bound", "the source device yielded more state than its plugin's bound for a streamed section";
     DeviceReset = "device.reset_failed", "the device could not be reset";
     DeviceLoad = "device.load_rejected", "the device driver refused the state at RESUMING to STOP";
 

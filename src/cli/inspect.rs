@@ -20,6 +20,8 @@ use crate::error::{Code, Error, Result};
 struct Walk {
     chunks: u64,
     data_bytes: u64,
+    /// Streamed sections' end records: section index and final length.
+    ends: Vec<(u16, u64)>,
     trailer: Option<(u64, u64)>,
     problem: Option<Error>,
 }
@@ -28,6 +30,7 @@ fn walk(src: &mut dyn Read, h: &Header) -> Walk {
     let mut w = Walk {
         chunks: 0,
         data_bytes: 0,
+        ends: Vec::new(),
         trailer: None,
         problem: None,
     };
@@ -71,6 +74,13 @@ fn walk(src: &mut dyn Read, h: &Header) -> Walk {
                 }
                 w.chunks = w.chunks.saturating_add(1);
                 w.data_bytes = w.data_bytes.saturating_add(want);
+            }
+            Ok(Frame::End(e, _)) => {
+                // One per streamed section at most in a valid stream; a hostile
+                // one may repeat them, so the list is capped.
+                if w.ends.len() < usize::from(crate::codec::limits::MAX_SECTIONS) {
+                    w.ends.push((e.section_index, e.length));
+                }
             }
             Ok(Frame::Trailer(t, _)) => {
                 w.trailer = Some((t.chunk_count, t.total_len));
@@ -121,6 +131,9 @@ pub(super) fn run(file: &str, trust: Option<&Path>, out: Out) -> std::result::Re
         String::from("UNVERIFIED: decoded without checking any signature; pass --trust to verify.\n");
     text.push_str(&describe(&h));
     text.push_str(&format!("  chunks: {} ({} data bytes)\n", w.chunks, w.data_bytes));
+    for (i, len) in &w.ends {
+        text.push_str(&format!("  section {i} ends at {len} bytes (unverified)\n"));
+    }
     match w.trailer {
         Some((c, t)) => text.push_str(&format!("  trailer: {c} chunks, {t} bytes\n")),
         None => text.push_str("  trailer: missing\n"),
@@ -130,6 +143,11 @@ pub(super) fn run(file: &str, trust: Option<&Path>, out: Out) -> std::result::Re
     v["warning"] = json!("unverified: no signature was checked");
     v["chunks"] = json!(w.chunks);
     v["data_bytes"] = json!(w.data_bytes);
+    v["section_ends"] = json!(w
+        .ends
+        .iter()
+        .map(|(i, l)| json!({"section_index": i, "length": l}))
+        .collect::<Vec<_>>());
     v["trailer"] = match w.trailer {
         Some((c, t)) => json!({"chunk_count": c, "total_len": t}),
         None => json!(null),
@@ -171,10 +189,11 @@ fn describe(h: &Header) -> String {
     );
     for sec in &h.sections {
         s.push_str(&format!(
-            "    {:<24} v{:<3} {:<8} {} bytes\n",
+            "    {:<24} v{:<3} {:<8} {}{} bytes\n",
             sec.name,
             sec.version,
             if sec.required() { "required" } else { "optional" },
+            if sec.streamed() { "streamed, at most " } else { "" },
             sec.length
         ));
     }
@@ -189,7 +208,7 @@ fn header_json(h: &Header) -> serde_json::Value {
         "session_bound": h.session_bound(),
         "session_nonce": if h.session_bound() { json!(crate::auth::hex(&h.session_nonce)) } else { json!(null) },
         "stream_id": crate::auth::hex(&h.stream_id),
-        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "length": s.length})).collect::<Vec<_>>(),
+        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "streamed": s.streamed(), "length": s.length})).collect::<Vec<_>>(),
         "total_len": h.total_len().ok(),
     })
 }

@@ -18,16 +18,23 @@
 //!         1 attr_count       0..=16, then attr_count device attributes, names strictly ascending:
 //!             1 name_len 1..=32, name [a-z0-9._-], 1 value_len 1..=32, value [a-z0-9._:+-]
 //!         2 section_count    1..=64, then section_count entries:
-//!             1 name_len 1..=32, name, 2 version, 2 flags (bit 0 REQUIRED), 8 length
+//!             1 name_len 1..=32, name, 2 version, 2 flags (bit 0 REQUIRED, bit 1 STREAMED),
+//!             8 length (exact; for a STREAMED section the bound on its final length)
 //!        64 signature        ed25519 over HEADER_CONTEXT || all preceding header bytes
 //! ```
+//!
+//! [`decode`] checks every rule as it reaches the field the rule is about, so the
+//! first broken rule in byte order is the one reported (`spec/wire-format.md` §3);
+//! [`Header::check`] applies the same rules in the same order before a writer
+//! encodes, so a writer cannot produce what a reader refuses.
 
 use mdevmig_plugin_api::Reader;
 use sha2::{Digest, Sha256};
 
 use super::limits::*;
 use super::{
-    check_name, Digest32, FLAG_SESSION_BOUND, FORMAT_VERSION, HEADER_CONTEXT, MAGIC, SECTION_REQUIRED,
+    check_name, Digest32, FLAG_SESSION_BOUND, FORMAT_VERSION, HEADER_CONTEXT, MAGIC, SECTION_FLAGS,
+    SECTION_REQUIRED, SECTION_STREAMED,
 };
 use crate::auth::{KeyId, SigningKeyPair, SIGNATURE_LEN};
 use crate::error::{Code, Error, Result};
@@ -44,9 +51,10 @@ pub struct SectionEntry {
     pub name: String,
     /// The section's own format version.
     pub version: u16,
-    /// Flags; only [`SECTION_REQUIRED`] is defined.
+    /// Flags: [`SECTION_REQUIRED`], [`SECTION_STREAMED`].
     pub flags: u16,
-    /// Exact data length in bytes.
+    /// Exact data length in bytes; for a streamed section, the bound on its final
+    /// length (the end record signs the final length).
     pub length: u64,
 }
 
@@ -55,6 +63,120 @@ impl SectionEntry {
     pub fn required(&self) -> bool {
         self.flags & SECTION_REQUIRED != 0
     }
+
+    /// True when the section's length is known only at its end record, and
+    /// `length` is its bound.
+    pub fn streamed(&self) -> bool {
+        self.flags & SECTION_STREAMED != 0
+    }
+}
+
+fn check_flags(flags: u32) -> Result<()> {
+    if flags & !FLAG_SESSION_BOUND != 0 {
+        return Err(Error::new(
+            Code::UnknownFlags,
+            format!("header flags 0x{flags:08x} has undefined bits"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_state_version(state_version: u32) -> Result<()> {
+    if state_version == 0 {
+        return Err(Error::new(Code::BadVersionWindow, "state_version is 0"));
+    }
+    Ok(())
+}
+
+fn check_min_version(state_version: u32, min_version: u32) -> Result<()> {
+    if min_version == 0 || min_version > state_version {
+        return Err(Error::new(
+            Code::BadVersionWindow,
+            format!("state_version {state_version} with min_version {min_version}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_chunk_size(chunk_size: u32) -> Result<()> {
+    if chunk_size > MAX_CHUNK_SIZE {
+        return Err(Error::new(
+            Code::ChunkTooLarge,
+            format!("chunk_size {chunk_size} above the {MAX_CHUNK_SIZE}-byte cap"),
+        ));
+    }
+    if chunk_size < MIN_CHUNK_SIZE || !chunk_size.is_power_of_two() {
+        return Err(Error::new(
+            Code::BadChunkSize,
+            format!("chunk_size {chunk_size} is not a power of two in {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_nonce(flags: u32, nonce: &[u8; 32]) -> Result<()> {
+    if flags & FLAG_SESSION_BOUND == 0 && *nonce != [0; 32] {
+        return Err(Error::new(
+            Code::UnboundNonce,
+            "session nonce set on a stream that is not session-bound",
+        ));
+    }
+    Ok(())
+}
+
+fn check_attr_count(n: usize) -> Result<()> {
+    if n > usize::from(MAX_ATTRIBUTES) {
+        return Err(Error::new(
+            Code::TooManyAttributes,
+            format!("{n} device attributes, more than {MAX_ATTRIBUTES}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_section_count(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::new(Code::NoSections, "the section table is empty"));
+    }
+    if n > usize::from(MAX_SECTIONS) {
+        return Err(Error::new(
+            Code::TooManySections,
+            format!("{n} sections, more than {MAX_SECTIONS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A section name must not repeat an earlier entry's.
+fn check_unique(earlier: &[SectionEntry], name: &str) -> Result<()> {
+    if earlier.iter().any(|p| p.name == name) {
+        return Err(Error::new(
+            Code::DuplicateSection,
+            format!("section {name} appears twice"),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules of one section entry after its version: defined flags, and the
+/// running total of lengths (`total` is the sum before this entry; returns the
+/// sum after it).
+fn check_entry(name: &str, flags: u16, length: u64, total: u64) -> Result<u64> {
+    if flags & !SECTION_FLAGS != 0 {
+        return Err(Error::new(
+            Code::UnknownFlags,
+            format!("section {name} flags 0x{flags:04x} has undefined bits"),
+        ));
+    }
+    total
+        .checked_add(length)
+        .filter(|t| *t <= MAX_TOTAL_LEN)
+        .ok_or_else(|| {
+            Error::new(
+                Code::StreamTooLarge,
+                format!("with section {name} ({length} bytes) the sections add up to more than {MAX_TOTAL_LEN} bytes"),
+            )
+        })
 }
 
 /// A decoded header (everything but the signature).
@@ -102,7 +224,8 @@ impl Header {
         self.flags & FLAG_SESSION_BOUND != 0
     }
 
-    /// Sum of all section lengths (checked against the cap by [`Header::check`]).
+    /// Sum of all section lengths, streamed sections counted at their bound
+    /// (checked against the cap by [`Header::check`]).
     pub fn total_len(&self) -> Result<u64> {
         self.sections.iter().try_fold(0u64, |acc, s| {
             acc.checked_add(s.length)
@@ -116,7 +239,7 @@ impl Header {
         })
     }
 
-    /// Number of chunks the stream carries.
+    /// Number of chunks the stream carries (at most, when a section is streamed).
     pub fn chunk_count(&self) -> Result<u64> {
         let cs = u64::from(self.chunk_size);
         if cs == 0 {
@@ -128,88 +251,28 @@ impl Header {
         })
     }
 
-    /// Checks every rule a decoded header must satisfy (also run before encoding,
-    /// so a writer cannot produce what a reader refuses).
+    /// Checks every rule a header must satisfy, in the order [`decode`] meets
+    /// them; run before encoding, so a writer cannot produce what a reader refuses.
     pub fn check(&self) -> Result<()> {
-        if self.flags & !FLAG_SESSION_BOUND != 0 {
-            return Err(Error::new(
-                Code::UnknownFlags,
-                format!("header flags 0x{:08x} has undefined bits", self.flags),
-            ));
-        }
-        if !self.session_bound() && self.session_nonce != [0; 32] {
-            return Err(Error::new(
-                Code::UnboundNonce,
-                "session nonce set on a stream that is not session-bound",
-            ));
-        }
-        if self.state_version == 0 || self.min_version == 0 || self.min_version > self.state_version {
-            return Err(Error::new(
-                Code::BadVersionWindow,
-                format!(
-                    "state_version {} with min_version {}",
-                    self.state_version, self.min_version
-                ),
-            ));
-        }
-        if self.chunk_size > MAX_CHUNK_SIZE {
-            return Err(Error::new(
-                Code::ChunkTooLarge,
-                format!(
-                    "chunk_size {} above the {MAX_CHUNK_SIZE}-byte cap",
-                    self.chunk_size
-                ),
-            ));
-        }
-        if self.chunk_size < MIN_CHUNK_SIZE || !self.chunk_size.is_power_of_two() {
-            return Err(Error::new(
-                Code::BadChunkSize,
-                format!(
-                    "chunk_size {} is not a power of two in {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
-                    self.chunk_size
-                ),
-            ));
-        }
+        check_flags(self.flags)?;
+        check_state_version(self.state_version)?;
+        check_min_version(self.state_version, self.min_version)?;
+        check_chunk_size(self.chunk_size)?;
+        check_nonce(self.flags, &self.session_nonce)?;
         check_name("vendor", self.vendor.as_bytes(), MAX_VENDOR_LEN)?;
         check_name("device type", self.device_type.as_bytes(), MAX_TYPE_LEN)?;
-        if self.attributes.len() > usize::from(MAX_ATTRIBUTES) {
-            return Err(Error::new(
-                Code::TooManyAttributes,
-                format!(
-                    "{} device attributes, more than {MAX_ATTRIBUTES}",
-                    self.attributes.len()
-                ),
-            ));
-        }
+        check_attr_count(self.attributes.len())?;
         for (k, v) in &self.attributes {
             check_name("attribute name", k.as_bytes(), MAX_ATTR_LEN)?;
             check_value(v.as_bytes())?;
         }
-        if self.sections.is_empty() {
-            return Err(Error::new(Code::NoSections, "the section table is empty"));
-        }
-        if self.sections.len() > usize::from(MAX_SECTIONS) {
-            return Err(Error::new(
-                Code::TooManySections,
-                format!("{} sections, more than {MAX_SECTIONS}", self.sections.len()),
-            ));
-        }
+        check_section_count(self.sections.len())?;
+        let mut total = 0u64;
         for (i, s) in self.sections.iter().enumerate() {
             check_name("section name", s.name.as_bytes(), MAX_SECTION_NAME_LEN)?;
-            if s.flags & !SECTION_REQUIRED != 0 {
-                return Err(Error::new(
-                    Code::UnknownFlags,
-                    format!("section {} flags 0x{:04x} has undefined bits", s.name, s.flags),
-                ));
-            }
-            if self.sections.iter().take(i).any(|p| p.name == s.name) {
-                return Err(Error::new(
-                    Code::DuplicateSection,
-                    format!("section {} appears twice", s.name),
-                ));
-            }
+            check_unique(self.sections.get(..i).unwrap_or(&[]), &s.name)?;
+            total = check_entry(&s.name, s.flags, s.length, total)?;
         }
-        self.total_len()?;
         Ok(())
     }
 
@@ -398,26 +461,34 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
     let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(short)?;
     let r = &mut body;
     let hs = |what: &'static str| move |_| header_short(what);
+    // Every rule is checked as soon as its field is read: the first broken rule
+    // in byte order is the one reported.
     let flags = r.u32_le("flags").map_err(hs("flags"))?;
+    check_flags(flags)?;
     let state_version = r.u32_le("state_version").map_err(hs("state_version"))?;
+    check_state_version(state_version)?;
     let min_version = r.u32_le("min_version").map_err(hs("min_version"))?;
+    check_min_version(state_version, min_version)?;
     let chunk_size = r.u32_le("chunk_size").map_err(hs("chunk_size"))?;
+    check_chunk_size(chunk_size)?;
     let key_id = KeyId(*r.take_array::<32>("key_id").map_err(hs("key_id"))?);
     let session_nonce = *r.take_array::<32>("session_nonce").map_err(hs("session_nonce"))?;
+    check_nonce(flags, &session_nonce)?;
     let stream_id = *r.take_array::<16>("stream_id").map_err(hs("stream_id"))?;
     let vendor = name(r, "vendor", MAX_VENDOR_LEN)?;
     let device_type = name(r, "device type", MAX_TYPE_LEN)?;
     let attr_count = r.u8("attr_count").map_err(hs("attr_count"))?;
-    if attr_count > MAX_ATTRIBUTES {
-        return Err(Error::new(
-            Code::TooManyAttributes,
-            format!("{attr_count} attributes, more than {MAX_ATTRIBUTES}"),
-        ));
-    }
+    check_attr_count(usize::from(attr_count))?;
     let mut attributes = std::collections::BTreeMap::new();
     let mut last: Option<String> = None;
     for _ in 0..attr_count {
         let k = name(r, "attribute name", MAX_ATTR_LEN)?;
+        if let Some(l) = last.as_ref().filter(|l| **l >= k) {
+            return Err(Error::new(
+                Code::AttributeOrder,
+                format!("attribute {k} is not after {l}"),
+            ));
+        }
         let len = r.u8("attribute value").map_err(hs("attribute value"))?;
         if len > MAX_ATTR_LEN {
             return Err(Error::new(
@@ -429,37 +500,23 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
             .take(usize::from(len), "attribute value")
             .map_err(hs("attribute value"))?;
         check_value(v)?;
-        if last.as_ref().is_some_and(|l| *l >= k) {
-            return Err(Error::new(
-                Code::AttributeOrder,
-                format!("attribute {k} is not after {}", last.unwrap_or_default()),
-            ));
-        }
         last = Some(k.clone());
         let v = String::from_utf8(v.to_vec())
             .map_err(|_| Error::new(Code::BadString, "attribute value is not ASCII"))?;
         attributes.insert(k, v);
     }
     let count = r.u16_le("section_count").map_err(hs("section_count"))?;
-    if count > MAX_SECTIONS {
-        return Err(Error::new(
-            Code::TooManySections,
-            format!("{count} sections, more than {MAX_SECTIONS}"),
-        ));
-    }
+    check_section_count(usize::from(count))?;
     // Bounded by MAX_SECTIONS above.
-    let mut sections = Vec::with_capacity(usize::from(count));
+    let mut sections: Vec<SectionEntry> = Vec::with_capacity(usize::from(count));
+    let mut total = 0u64;
     for _ in 0..count {
         let name = name(r, "section name", MAX_SECTION_NAME_LEN)?;
+        check_unique(&sections, &name)?;
         let version = r.u16_le("section version").map_err(hs("section version"))?;
         let flags = r.u16_le("section flags").map_err(hs("section flags"))?;
         let length = r.u64_le("section length").map_err(hs("section length"))?;
-        if length > MAX_TOTAL_LEN {
-            return Err(Error::new(
-                Code::StreamTooLarge,
-                format!("section {name} is {length} bytes, above the {MAX_TOTAL_LEN}-byte cap"),
-            ));
-        }
+        total = check_entry(&name, flags, length, total)?;
         sections.push(SectionEntry {
             name,
             version,
@@ -489,7 +546,6 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
         attributes,
         sections,
     };
-    header.check()?;
     Ok((header, sig))
 }
 

@@ -59,6 +59,8 @@ pub const HEADER_CONTEXT: &[u8; 16] = b"mdevmig/1/header";
 pub const CHUNK_CONTEXT: &[u8; 16] = b"mdevmig/1/chunk\0";
 /// Signature domain for the trailer.
 pub const TRAILER_CONTEXT: &[u8; 16] = b"mdevmig/1/tail\0\0";
+/// Signature domain for a streamed section's end record.
+pub const END_CONTEXT: &[u8; 16] = b"mdevmig/1/end\0\0\0";
 
 /// Limits. Each protects a reader from a hostile length before it acts on it.
 pub mod limits {
@@ -94,6 +96,11 @@ pub mod limits {
 
 /// Section flag: the destination must restore this section or refuse the stream.
 pub const SECTION_REQUIRED: u16 = 1 << 0;
+/// Section flag: the section's length is known only at its end record; the
+/// header's `length` is a bound.
+pub const SECTION_STREAMED: u16 = 1 << 1;
+/// Every defined section flag.
+pub const SECTION_FLAGS: u16 = SECTION_REQUIRED | SECTION_STREAMED;
 
 /// Header flag: the stream is bound to a destination-issued session nonce.
 pub const FLAG_SESSION_BOUND: u32 = 1 << 0;

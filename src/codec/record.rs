@@ -1,30 +1,33 @@
 //! Chunk and trailer records.
 //!
-//! Both start with the same 88-byte frame: 24 bytes of fields, then a 64-byte
+//! Chunk, trailer and section end records.
+//!
+//! All start with the same 88-byte frame: 24 bytes of fields, then a 64-byte
 //! ed25519 signature. A chunk's data follows its frame.
 //!
 //! ```text
-//! chunk                                   trailer
-//! off size field                          off size field
-//!   0    1 kind = 1                         0    1 kind = 2
-//!   1    1 reserved = 0                     1    7 reserved = 0
-//!   2    2 section_index
-//!   4    4 data_len (1..=chunk_size)
-//!   8    8 seq (0, 1, 2, ... per stream)     8    8 chunk_count
-//!  16    8 offset within the section        16    8 total_len
-//!  24   64 signature                        24   64 signature
+//! chunk                          trailer                    section end
+//! off size field                 off size field             off size field
+//!   0    1 kind = 1                0    1 kind = 2            0    1 kind = 3
+//!   1    1 reserved = 0            1    7 reserved = 0        1    1 reserved = 0
+//!   2    2 section_index                                      2    2 section_index
+//!   4    4 data_len                                           4    4 reserved = 0
+//!   8    8 seq                     8    8 chunk_count         8    8 seq (chunks before it)
+//!  16    8 offset in section      16    8 total_len          16    8 final length
+//!  24   64 signature              24   64 signature          24   64 signature
 //!  88    * data
 //! ```
 //!
-//! Chunk signature message (136 bytes):
+//! Chunk signature message (104 bytes):
 //! `CHUNK_CONTEXT(16) || header_digest(32) || frame[0..24] || SHA-256(data)(32)`.
 //!
-//! Trailer signature message (72 bytes):
-//! `TRAILER_CONTEXT(16) || header_digest(32) || frame[0..24]`.
+//! Trailer and section end signature messages (72 bytes):
+//! `TRAILER_CONTEXT(16) || header_digest(32) || frame[0..24]`, and the same with
+//! `END_CONTEXT`.
 
 use mdevmig_plugin_api::Reader;
 
-use super::{Digest32, CHUNK_CONTEXT, TRAILER_CONTEXT};
+use super::{Digest32, CHUNK_CONTEXT, END_CONTEXT, TRAILER_CONTEXT};
 use crate::auth::SIGNATURE_LEN;
 use crate::error::{Code, Error, Result};
 
@@ -37,6 +40,8 @@ pub const FRAME_LEN: usize = FIELDS_LEN + SIGNATURE_LEN;
 pub const KIND_CHUNK: u8 = 1;
 /// Record kind of the trailer.
 pub const KIND_TRAILER: u8 = 2;
+/// Record kind of a streamed section's end.
+pub const KIND_END: u8 = 3;
 
 /// A chunk's frame fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +65,41 @@ pub struct Trailer {
     pub total_len: u64,
 }
 
+/// A streamed section's end: its final length, signed where the data stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionEnd {
+    /// Index into the header's section table.
+    pub section_index: u16,
+    /// Chunks before this record in the stream (the next chunk's seq).
+    pub seq: u64,
+    /// The section's final length: the sum of its chunks' data lengths.
+    pub length: u64,
+}
+
+impl SectionEnd {
+    /// The 24 signed field bytes.
+    pub fn fields(&self) -> [u8; FIELDS_LEN] {
+        let mut f = [0u8; FIELDS_LEN];
+        let mut w = Writer(&mut f, 0);
+        w.put(&[KIND_END, 0]);
+        w.put(&self.section_index.to_le_bytes());
+        w.put(&[0, 0, 0, 0]);
+        w.put(&self.seq.to_le_bytes());
+        w.put(&self.length.to_le_bytes());
+        f
+    }
+
+    /// The message its signature covers.
+    pub fn signed_message(&self, header_digest: &Digest32) -> [u8; 72] {
+        let mut m = [0u8; 72];
+        let mut w = Writer(&mut m, 0);
+        w.put(END_CONTEXT);
+        w.put(header_digest);
+        w.put(&self.fields());
+        m
+    }
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
@@ -67,6 +107,8 @@ pub enum Frame {
     Chunk(ChunkRecord, [u8; SIGNATURE_LEN]),
     /// The trailer and its signature.
     Trailer(Trailer, [u8; SIGNATURE_LEN]),
+    /// A section end and its signature.
+    End(SectionEnd, [u8; SIGNATURE_LEN]),
 }
 
 impl ChunkRecord {
@@ -177,9 +219,31 @@ pub fn decode_frame(frame: &[u8; FRAME_LEN]) -> Result<Frame> {
                 sig,
             ))
         }
+        KIND_END => {
+            let reserved = r.u8("reserved").map_err(t)?;
+            let section_index = r.u16_le("section_index").map_err(t)?;
+            let reserved2 = r.take_array::<4>("reserved").map_err(t)?;
+            if reserved != 0 || *reserved2 != [0; 4] {
+                return Err(Error::new(
+                    Code::ReservedNonzero,
+                    "section end reserved bytes are not zero",
+                ));
+            }
+            let seq = r.u64_le("seq").map_err(t)?;
+            let length = r.u64_le("length").map_err(t)?;
+            let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(t)?;
+            Ok(Frame::End(
+                SectionEnd {
+                    section_index,
+                    seq,
+                    length,
+                },
+                sig,
+            ))
+        }
         other => Err(Error::new(
             Code::BadRecordKind,
-            format!("record kind {other} is neither chunk (1) nor trailer (2)"),
+            format!("record kind {other} is not chunk (1), trailer (2) or section end (3)"),
         )),
     }
 }

@@ -16,7 +16,7 @@ use std::io::{IoSlice, Read, Write};
 
 use super::header::{self, Header, SignedHeader, PREFIX_LEN};
 use super::pool::{Done, Job, Pool, Task};
-use super::record::{decode_frame, ChunkRecord, Frame, Trailer, FRAME_LEN};
+use super::record::{decode_frame, ChunkRecord, Frame, SectionEnd, Trailer, FRAME_LEN};
 use super::{len64, Digest32};
 use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use crate::error::{Code, Error, Result};
@@ -166,21 +166,23 @@ impl<W: Write> StreamWriter<W> {
             .map(|s| s.name.as_str())
     }
 
+    /// Moves past exact-length sections with no data left (a streamed section
+    /// ends only at [`StreamWriter::end_section`]).
     fn skip_empty_sections(&mut self) {
         while self
             .header
             .header
             .sections
             .get(self.section)
-            .is_some_and(|s| s.length == self.offset.saturating_add(len64(self.fill)))
+            .is_some_and(|s| !s.streamed() && s.length == self.offset.saturating_add(len64(self.fill)))
         {
             self.section = self.section.saturating_add(1);
             self.offset = 0;
         }
     }
 
-    /// Appends data to the current section; data crossing a section's declared end
-    /// continues in the next section.
+    /// Appends data to the current section; data crossing an exact-length
+    /// section's declared end continues in the next section.
     pub fn write_data(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             let n = self.write_with(data.len(), |space| {
@@ -198,6 +200,14 @@ impl<W: Write> StreamWriter<W> {
     /// never past the chunk or the section, and must fill all of it. Returns the
     /// number of bytes written (0 when `max` is 0).
     pub fn write_with(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<usize> {
+        self.write_some(max, |space| fill(space).map(|()| space.len()))
+    }
+
+    /// As [`StreamWriter::write_with`], but `fill` may write fewer bytes than it
+    /// is given and returns how many it wrote (a device read that returns what it
+    /// has). A streamed section at its bound refuses more data with
+    /// `limit.section_over_bound`.
+    pub fn write_some(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> Result<usize>) -> Result<usize> {
         if max == 0 {
             return Ok(0);
         }
@@ -207,10 +217,16 @@ impl<W: Write> StreamWriter<W> {
                 "more data than the header's sections declare",
             ));
         };
-        let left_in_section = sec
-            .length
+        let (length, streamed) = (sec.length, sec.streamed());
+        let left_in_section = length
             .saturating_sub(self.offset)
             .saturating_sub(len64(self.fill));
+        if left_in_section == 0 {
+            return Err(Error::new(
+                Code::SectionOverBound,
+                format!("section {} already holds its bound of {length} bytes", sec.name),
+            ));
+        }
         let n = max
             .min(self.buf.len().saturating_sub(self.fill))
             .min(usize::try_from(left_in_section).unwrap_or(usize::MAX));
@@ -219,18 +235,48 @@ impl<W: Write> StreamWriter<W> {
             .buf
             .get_mut(self.fill..end)
             .ok_or_else(|| Error::new(Code::Internal, "chunk buffer"))?;
-        fill(space)?;
-        self.fill = end;
-        let section_done = self.offset.saturating_add(len64(self.fill)) == sec.length;
-        if self.fill == self.buf.len() || section_done {
+        let got = fill(space)?.min(n);
+        self.fill = self.fill.saturating_add(got);
+        let at_end = self.offset.saturating_add(len64(self.fill)) == length;
+        if self.fill == self.buf.len() || at_end {
             self.flush_chunk()?;
         }
-        if section_done {
+        if at_end && !streamed {
             self.section = self.section.saturating_add(1);
             self.offset = 0;
             self.skip_empty_sections();
         }
-        Ok(n)
+        Ok(got)
+    }
+
+    /// Ends the current streamed section: writes its last (short) chunk and the
+    /// signed end record with its final length, and moves to the next section.
+    /// Returns the final length.
+    pub fn end_section(&mut self) -> Result<u64> {
+        let index = self.section;
+        let Some(sec) = self.header.header.sections.get(index) else {
+            return Err(Error::new(Code::Internal, "no section to end"));
+        };
+        if !sec.streamed() {
+            return Err(Error::new(
+                Code::Internal,
+                format!("section {} has an exact length; only streamed sections end", sec.name),
+            ));
+        }
+        self.flush_chunk()?;
+        self.drain(0)?;
+        let end = SectionEnd {
+            section_index: u16::try_from(index).map_err(|_| Error::new(Code::Internal, "section index"))?,
+            seq: self.seq,
+            length: self.offset,
+        };
+        let sig = self.key.0.sign(&end.signed_message(&self.header.digest));
+        write_all_vectored(&mut self.out, [&end.fields()[..], &sig[..]])
+            .map_err(|e| Error::io(Code::IoWrite, "writing a section end", &e))?;
+        self.section = index.saturating_add(1);
+        self.offset = 0;
+        self.skip_empty_sections();
+        Ok(end.length)
     }
 
     fn emit(&mut self, d: Done) -> Result<()> {
@@ -287,7 +333,8 @@ impl<W: Write> StreamWriter<W> {
         self.drain(self.depth.saturating_sub(1))
     }
 
-    /// Writes the trailer; fails if any section is short of its declared length.
+    /// Writes the trailer; fails if any section is short of its declared length
+    /// or a streamed section was not ended.
     pub fn finish(mut self) -> Result<W> {
         if let Some(sec) = self.header.header.sections.get(self.section) {
             return Err(Error::new(
@@ -360,6 +407,18 @@ pub struct VerifiedChunk<'a> {
     pub data: &'a [u8],
 }
 
+/// What the reader expects next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A chunk of an exact-length section, with its canonical length.
+    Chunk(u64),
+    /// A chunk of a streamed section (at most `room` bytes before its bound) or
+    /// its end record; only the end record when `must_end`.
+    Streamed { room: u64, must_end: bool },
+    /// The trailer.
+    Trailer,
+}
+
 /// An item of the reader's read-ahead queue, in stream order.
 enum Ahead {
     /// A chunk being hashed and verified by the pool.
@@ -368,6 +427,8 @@ enum Ahead {
     Ready(Done),
     /// The trailer frame.
     Trailer(Trailer, [u8; SIGNATURE_LEN]),
+    /// A section end frame.
+    End(SectionEnd, [u8; SIGNATURE_LEN]),
     /// The stream failed here (I/O, truncation, malformed frame).
     Failed(Error),
 }
@@ -383,7 +444,11 @@ pub struct StreamReader<R: Read> {
     section: usize,
     offset: u64,
     seq: u64,
-    chunk_count: u64,
+    /// The current streamed section's last chunk was short (or reached its
+    /// bound): its end record must come next.
+    must_end: bool,
+    /// Data bytes accepted so far (the trailer's `total_len`).
+    received: u64,
     /// The buffer of the chunk last returned.
     cur: Vec<u8>,
     free: Vec<Vec<u8>>,
@@ -457,7 +522,6 @@ impl<R: Read> StreamReader<R> {
                 ));
             }
         }
-        let chunk_count = header.header.chunk_count()?;
         let mut pool = if opts.single_threaded {
             Pool::new(0)
         } else {
@@ -472,7 +536,8 @@ impl<R: Read> StreamReader<R> {
             section: 0,
             offset: 0,
             seq: 0,
-            chunk_count,
+            must_end: false,
+            received: 0,
             cur: Vec::new(),
             free: Vec::new(),
             ahead: std::collections::VecDeque::new(),
@@ -496,27 +561,35 @@ impl<R: Read> StreamReader<R> {
         self.position
     }
 
+    /// Moves past exact-length sections with no data left (a streamed section
+    /// ends only at its end record).
     fn skip_empty_sections(&mut self) {
         while self
             .header
             .header
             .sections
             .get(self.section)
-            .is_some_and(|s| s.length == self.offset)
+            .is_some_and(|s| !s.streamed() && s.length == self.offset)
         {
             self.section = self.section.saturating_add(1);
             self.offset = 0;
         }
     }
 
-    /// The canonical length of the next chunk, or None when the trailer is next.
-    fn expected_len(&self) -> Option<u64> {
-        let sec = self.header.header.sections.get(self.section)?;
-        Some(
-            sec.length
-                .saturating_sub(self.offset)
-                .min(u64::from(self.header.header.chunk_size)),
-        )
+    /// What the next record must be.
+    fn expect(&self) -> Expect {
+        let cs = u64::from(self.header.header.chunk_size);
+        match self.header.header.sections.get(self.section) {
+            None => Expect::Trailer,
+            Some(s) if s.streamed() => {
+                let room = s.length.saturating_sub(self.offset);
+                Expect::Streamed {
+                    room,
+                    must_end: self.must_end || room == 0,
+                }
+            }
+            Some(s) => Expect::Chunk(s.length.saturating_sub(self.offset).min(cs)),
+        }
     }
 
     fn read_frame(&mut self) -> Result<Frame> {
@@ -531,6 +604,7 @@ impl<R: Read> StreamReader<R> {
         let item = match self.read_frame() {
             Err(e) => Ahead::Failed(e),
             Ok(Frame::Trailer(t, sig)) => Ahead::Trailer(t, sig),
+            Ok(Frame::End(e, sig)) => Ahead::End(e, sig),
             Ok(Frame::Chunk(rec, sig)) => match self.read_data(&rec) {
                 Err(e) => Ahead::Failed(e),
                 Ok(buf) => {
@@ -543,7 +617,7 @@ impl<R: Read> StreamReader<R> {
                 }
             },
         };
-        if !matches!(item, Ahead::Chunk(_)) {
+        if !matches!(item, Ahead::Chunk(_) | Ahead::End(..)) {
             self.stopped = true;
             // No more chunks are coming: start the last batch.
             self.pool.flush();
@@ -635,30 +709,82 @@ impl<R: Read> StreamReader<R> {
     }
 
     /// The next verified chunk, or `None` once the trailer has been verified and
-    /// the input has ended.
+    /// the input has ended. Section end records are checked and consumed here.
     pub fn next_chunk(&mut self) -> Result<Option<VerifiedChunk<'_>>> {
         if self.done {
             return Ok(None);
         }
         let prev = std::mem::take(&mut self.cur);
         self.recycle(prev);
-        let item = self.next_item()?;
-        let Some(expected_len) = self.expected_len() else {
-            return self.finish(item).map(|()| None);
-        };
-        let d = match item {
-            Ahead::Ready(d) => d,
-            Ahead::Failed(e) => return Err(e),
-            Ahead::Trailer(..) => {
-                return Err(Error::new(
-                    Code::ChunkDropped,
-                    format!("trailer arrived where chunk {} was expected", self.seq),
-                ));
+        loop {
+            let item = self.next_item()?;
+            let expect = self.expect();
+            if expect == Expect::Trailer {
+                return self.finish(item).map(|()| None);
             }
-            Ahead::Chunk(_) => return Err(Error::new(Code::Internal, "unhashed chunk")),
-        };
-        let rec = d.rec;
-        if !d.ok {
+            let d = match item {
+                Ahead::Ready(d) => d,
+                Ahead::Failed(e) => return Err(e),
+                Ahead::Trailer(..) => {
+                    return Err(Error::new(
+                        Code::ChunkDropped,
+                        format!(
+                            "trailer arrived where {} was expected",
+                            self.expected_what(expect)
+                        ),
+                    ));
+                }
+                Ahead::End(end, sig) => {
+                    self.check_end_signature(&end, &sig)?;
+                    if !matches!(expect, Expect::Streamed { .. }) {
+                        return Err(Error::new(
+                            Code::ChunkMismatch,
+                            format!(
+                                "a section end record for section {} where {} was expected",
+                                end.section_index,
+                                self.expected_what(expect)
+                            ),
+                        ));
+                    }
+                    self.accept_end(&end)?;
+                    continue;
+                }
+                Ahead::Chunk(_) => return Err(Error::new(Code::Internal, "unhashed chunk")),
+            };
+            self.check_chunk(&d.rec, d.ok, expect)?;
+            let rec = d.rec;
+            let offset = self.offset;
+            let len = u64::from(rec.data_len);
+            if let Expect::Streamed { room, .. } = expect {
+                self.must_end = len < u64::from(self.header.header.chunk_size) || len == room;
+            }
+            self.seq = self.seq.saturating_add(1);
+            self.offset = self.offset.saturating_add(len);
+            self.received = self.received.saturating_add(len);
+            self.skip_empty_sections();
+            self.cur = d.buf;
+            return Ok(Some(VerifiedChunk {
+                section_index: rec.section_index,
+                offset,
+                data: &self.cur,
+            }));
+        }
+    }
+
+    /// Names the record the reader expects, for messages.
+    fn expected_what(&self, expect: Expect) -> String {
+        match expect {
+            Expect::Chunk(_) => format!("chunk {}", self.seq),
+            Expect::Streamed { must_end: true, .. } => format!("the end of section {}", self.section),
+            Expect::Streamed { .. } => format!("chunk {} or the end of section {}", self.seq, self.section),
+            Expect::Trailer => "the trailer".into(),
+        }
+    }
+
+    /// The checks of a verified-or-not chunk where a chunk may stand, in the
+    /// order `spec/wire-format.md` §5 gives: signature, sequence, position, length.
+    fn check_chunk(&mut self, rec: &ChunkRecord, signature_ok: bool, expect: Expect) -> Result<()> {
+        if !signature_ok {
             return Err(Error::new(
                 Code::BadChunkSignature,
                 format!("chunk {} fails its signature", rec.seq),
@@ -687,31 +813,115 @@ impl<R: Read> StreamReader<R> {
                 ),
             ));
         }
-        if u64::from(rec.data_len) != expected_len {
-            return Err(Error::new(
+        let len = u64::from(rec.data_len);
+        match expect {
+            Expect::Chunk(canonical) if len != canonical => Err(Error::new(
                 Code::BadChunkLength,
                 format!(
-                    "chunk {} has {} bytes; the canonical length is {expected_len}",
-                    rec.seq, rec.data_len
+                    "chunk {} has {len} bytes; the canonical length is {canonical}",
+                    rec.seq
+                ),
+            )),
+            Expect::Streamed { room: 0, .. } => Err(Error::new(
+                Code::SectionOverBound,
+                format!(
+                    "chunk {} carries data past section {}'s bound",
+                    rec.seq, self.section
+                ),
+            )),
+            Expect::Streamed { must_end: true, .. } => Err(Error::new(
+                Code::BadChunkLength,
+                format!(
+                    "chunk {} follows a short chunk of section {}, whose end record was due",
+                    rec.seq, self.section
+                ),
+            )),
+            Expect::Streamed { room, .. } if len > room => Err(Error::new(
+                Code::SectionOverBound,
+                format!(
+                    "chunk {} carries {len} bytes where section {}'s bound leaves {room}",
+                    rec.seq, self.section
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_end_signature(&self, end: &SectionEnd, sig: &[u8; SIGNATURE_LEN]) -> Result<()> {
+        if crate::auth::verify(&self.ctx.0, &end.signed_message(&self.header.digest), sig) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::BadEndSignature,
+                format!(
+                    "the end record of section {} fails its signature",
+                    end.section_index
+                ),
+            ))
+        }
+    }
+
+    /// A verified end record where the current streamed section may end.
+    fn accept_end(&mut self, end: &SectionEnd) -> Result<()> {
+        if end.seq > self.seq {
+            return Err(Error::new(
+                Code::ChunkDropped,
+                format!(
+                    "the end of section {} follows chunk {}, but chunk {} is the next to arrive",
+                    end.section_index,
+                    end.seq.saturating_sub(1),
+                    self.seq
                 ),
             ));
         }
-        self.seq = self.seq.saturating_add(1);
-        let offset = self.offset;
-        self.offset = self.offset.saturating_add(u64::from(rec.data_len));
+        if end.seq < self.seq {
+            return Err(Error::new(
+                Code::ChunkDuplicated,
+                format!(
+                    "an end record from before chunk {} arrived again",
+                    end.seq
+                ),
+            ));
+        }
+        if usize::from(end.section_index) != self.section {
+            return Err(Error::new(
+                Code::ChunkMismatch,
+                format!(
+                    "an end record for section {} where section {} is open",
+                    end.section_index, self.section
+                ),
+            ));
+        }
+        if end.length != self.offset {
+            return Err(Error::new(
+                Code::SectionLengthMismatch,
+                format!(
+                    "section {} ends at {} bytes by its end record, but its chunks carried {}",
+                    self.section, end.length, self.offset
+                ),
+            ));
+        }
+        self.section = self.section.saturating_add(1);
+        self.offset = 0;
+        self.must_end = false;
         self.skip_empty_sections();
-        self.cur = d.buf;
-        Ok(Some(VerifiedChunk {
-            section_index: rec.section_index,
-            offset,
-            data: &self.cur,
-        }))
+        Ok(())
     }
 
     fn finish(&mut self, item: Ahead) -> Result<()> {
         match item {
             Ahead::Failed(e) => return Err(e),
             Ahead::Chunk(_) => return Err(Error::new(Code::Internal, "unhashed chunk")),
+            Ahead::End(end, sig) => {
+                self.check_end_signature(&end, &sig)?;
+                return Err(Error::new(
+                    Code::ChunkMismatch,
+                    format!(
+                        "an end record for section {} where the trailer belongs",
+                        end.section_index
+                    ),
+                ));
+            }
             Ahead::Trailer(t, sig) => {
                 if !crate::auth::verify(&self.ctx.0, &t.signed_message(&self.header.digest), &sig) {
                     return Err(Error::new(
@@ -719,13 +929,12 @@ impl<R: Read> StreamReader<R> {
                         "the trailer signature does not verify",
                     ));
                 }
-                let total = self.header.header.total_len()?;
-                if t.chunk_count != self.chunk_count || t.total_len != total {
+                if t.chunk_count != self.seq || t.total_len != self.received {
                     return Err(Error::new(
                         Code::TrailerMismatch,
                         format!(
-                            "trailer says {} chunks / {} bytes; header implies {} / {total}",
-                            t.chunk_count, t.total_len, self.chunk_count
+                            "trailer says {} chunks / {} bytes; the stream carried {} / {}",
+                            t.chunk_count, t.total_len, self.seq, self.received
                         ),
                     ));
                 }
@@ -763,6 +972,11 @@ impl<R: Read> StreamReader<R> {
         }
         self.done = true;
         Ok(())
+    }
+
+    /// Data bytes verified and handed out so far.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// Reads the whole stream, discarding the data; returns the chunk count.

@@ -11,8 +11,9 @@
 
 use mdevmig::auth::SigningKeyPair;
 use mdevmig::codec::header::{Header, SectionEntry};
+use mdevmig::codec::record::{ChunkRecord, SectionEnd};
 use mdevmig::codec::stream::StreamWriter;
-use mdevmig::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED};
+use mdevmig::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED, SECTION_STREAMED};
 use sha2::{Digest, Sha256};
 
 /// Seed of the trusted test signer (`keys/test-signer.key`).
@@ -111,6 +112,87 @@ pub fn multi() -> (Header, Vec<Vec<u8>>) {
     h.state_version = 2;
     h.min_version = 1;
     (h, vec![pattern(5000, 1), vec![], pattern(10000, 2)])
+}
+
+/// A streamed section (its header `length` is the bound).
+fn streamed_sec(name: &str, bound: u64) -> SectionEntry {
+    SectionEntry {
+        name: name.into(),
+        version: 1,
+        flags: SECTION_REQUIRED | SECTION_STREAMED,
+        length: bound,
+    }
+}
+
+/// Writes a stream whose sections may be streamed: `data[i]` is section i's
+/// content; streamed sections are ended after their data.
+pub fn build_streamed(h: &Header, key: &SigningKeyPair, data: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = StreamWriter::new(Vec::new(), h, key).unwrap();
+    for (d, s) in data.iter().zip(&h.sections) {
+        w.write_data(d).unwrap();
+        if s.streamed() {
+            assert_eq!(w.end_section().unwrap(), d.len() as u64);
+        }
+    }
+    w.finish().unwrap()
+}
+
+/// The streamed stream: a streamed section (bound 16384) carrying 9000 bytes in
+/// chunks of 4096, 4096 and 808 and its end record, then an exact 50-byte section.
+pub fn streamed() -> (Header, Vec<Vec<u8>>) {
+    let k = signer();
+    let h = header(
+        &k,
+        "xe",
+        "xe-vf-64m",
+        vec![streamed_sec("xe.packets", 16384), sec("xe.extra", 1, true, 50)],
+        4,
+    );
+    (h, vec![pattern(9000, 4), pattern(50, 5)])
+}
+
+/// Every record of a stream: (kind, start, end), the header excluded.
+pub fn records(bytes: &[u8]) -> Vec<(u8, usize, usize)> {
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut pos = header_len;
+    let mut out = Vec::new();
+    while pos < bytes.len() {
+        let kind = bytes[pos];
+        let len = if kind == 1 {
+            u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize
+        } else {
+            0
+        };
+        out.push((kind, pos, pos + 88 + len));
+        pos += 88 + len;
+    }
+    out
+}
+
+/// A chunk record signed by `key` for the stream whose header is `header_bytes`.
+pub fn signed_chunk(key: &SigningKeyPair, header_bytes: &[u8], rec: ChunkRecord, data: &[u8]) -> Vec<u8> {
+    let h: [u8; 32] = Sha256::digest(header_bytes).into();
+    let d: [u8; 32] = Sha256::digest(data).into();
+    let mut b = rec.fields().to_vec();
+    b.extend_from_slice(&key.sign(&rec.signed_message(&h, &d)));
+    b.extend_from_slice(data);
+    b
+}
+
+/// A section end record signed by `key` for the stream whose header is `header_bytes`.
+pub fn signed_end(key: &SigningKeyPair, header_bytes: &[u8], end: SectionEnd) -> Vec<u8> {
+    let h: [u8; 32] = Sha256::digest(header_bytes).into();
+    let mut b = end.fields().to_vec();
+    b.extend_from_slice(&key.sign(&end.signed_message(&h)));
+    b
+}
+
+/// A trailer signed by `key` for the stream whose header is `header_bytes`.
+pub fn signed_trailer(key: &SigningKeyPair, header_bytes: &[u8], t: mdevmig::codec::Trailer) -> Vec<u8> {
+    let h: [u8; 32] = Sha256::digest(header_bytes).into();
+    let mut b = t.fields().to_vec();
+    b.extend_from_slice(&key.sign(&t.signed_message(&h)));
+    b
 }
 
 /// Offsets of every record in a stream built from `h`: (start, end) of each
@@ -693,7 +775,377 @@ pub fn all() -> Vec<Vector> {
         None,
         "a record of kind 7",
     );
+    streamed_vectors(&mut add);
+    multi_fault_vectors(&mut add, &single_bytes, &multi_bytes);
     v
+}
+
+type Add<'a> = dyn FnMut(&str, Vec<u8>, &str, Option<[u8; 32]>, &str) + 'a;
+
+/// Streamed sections: a bound in the header, the final length in a signed end record.
+fn streamed_vectors(add: &mut Add<'_>) {
+    let k = signer();
+    let (h, d) = streamed();
+    let bytes = build_streamed(&h, &k, &d);
+    let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let hb = bytes[..hlen].to_vec();
+    // records: chunk 0, 1, 2 (808 bytes), end, chunk 3 (xe.extra), trailer
+    let r = records(&bytes);
+    assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 1, 1, 3, 1, 2]);
+    let part = |i: usize| bytes[r[i].1..r[i].2].to_vec();
+    let join = |idx: &[usize]| {
+        let mut b = hb.clone();
+        for &i in idx {
+            b.extend(part(i));
+        }
+        b
+    };
+    add(
+        "valid-streamed",
+        bytes.clone(),
+        "ok",
+        None,
+        "a streamed section (bound 16384) of 9000 bytes in chunks of 4096, 4096 and 808 and its end record, then an exact 50-byte section",
+    );
+    let mut eh = h.clone();
+    eh.stream_id = [5; 16];
+    eh.sections = vec![
+        streamed_sec("a", 8192),
+        streamed_sec("b", 100),
+        sec("c", 1, false, 0),
+        streamed_sec("d", 5000),
+    ];
+    add(
+        "valid-streamed-edges",
+        build_streamed(&eh, &k, &[pattern(8192, 6), vec![], vec![], pattern(4096, 7)]),
+        "ok",
+        None,
+        "streamed sections ending exactly at their bound (8192), empty (an end record alone), and at a whole chunk below the bound (4096 of 5000), around an empty exact section",
+    );
+    // The final length above the bound: a third full chunk where the bound leaves 904 bytes.
+    let mut oh = h.clone();
+    oh.sections[0].length = 9000;
+    oh.stream_id = [6; 16];
+    let over = build_streamed(&oh, &k, &[pattern(9000, 4), pattern(50, 5)]);
+    let ohl = u32::from_le_bytes(over[12..16].try_into().unwrap()) as usize;
+    let mut over_bound = over[..ohl].to_vec();
+    let or = records(&over);
+    over_bound.extend_from_slice(&over[or[0].1..or[1].2]);
+    over_bound.extend(signed_chunk(
+        &k,
+        &over[..ohl],
+        ChunkRecord { section_index: 0, data_len: 4096, seq: 2, offset: 8192 },
+        &pattern(4096, 8),
+    ));
+    add(
+        "streamed-over-bound",
+        over_bound,
+        "limit.section_over_bound",
+        None,
+        "a signed third chunk of 4096 bytes where the section's bound of 9000 leaves 808",
+    );
+    let mut len_mismatch = join(&[0, 1, 2]);
+    len_mismatch.extend(signed_end(&k, &hb, SectionEnd { section_index: 0, seq: 3, length: 9001 }));
+    len_mismatch.extend(part(4));
+    len_mismatch.extend(part(5));
+    add(
+        "streamed-length-mismatch",
+        len_mismatch,
+        "format.section_length_mismatch",
+        None,
+        "a signed end record stating 9001 bytes after chunks that carried 9000",
+    );
+    let mut truncated = join(&[0]);
+    truncated.extend_from_slice(&part(1)[..1000]);
+    add(
+        "streamed-truncated",
+        truncated,
+        "format.truncated",
+        None,
+        "the stream cut inside the streamed section's second chunk",
+    );
+    add(
+        "streamed-missing-trailer",
+        join(&[0, 1, 2, 3, 4]),
+        "format.truncated",
+        None,
+        "the stream cut after its last chunk: no trailer",
+    );
+    add(
+        "streamed-end-dropped",
+        join(&[0, 1, 2, 4, 5]),
+        "format.chunk_mismatch",
+        None,
+        "the streamed section's end record left out: the next section's chunk arrives while it is open",
+    );
+    add(
+        "streamed-reordered",
+        join(&[1, 0, 2, 3, 4, 5]),
+        "format.chunk_reordered",
+        None,
+        "the streamed section's chunks 0 and 1 swapped",
+    );
+    add(
+        "streamed-chunk-dropped",
+        join(&[0, 2, 3, 4, 5]),
+        "format.chunk_dropped",
+        None,
+        "the streamed section's chunk 1 left out",
+    );
+    add(
+        "streamed-last-chunk-dropped",
+        join(&[0, 1, 3, 4, 5]),
+        "format.chunk_dropped",
+        None,
+        "the streamed section's short last chunk left out: its end record says a chunk is missing",
+    );
+    let mut other = h.clone();
+    other.stream_id = [7; 16];
+    let ob = build_streamed(&other, &k, &d);
+    let orr = records(&ob);
+    let mut spliced = join(&[0]);
+    spliced.extend_from_slice(&ob[orr[1].1..orr[1].2]);
+    spliced.extend(join(&[2, 3, 4, 5]).split_off(hlen));
+    add(
+        "streamed-spliced",
+        spliced,
+        "auth.bad_chunk_signature",
+        None,
+        "the streamed section's chunk 1 taken from another stream with the same content and key",
+    );
+    let mut end_spliced = join(&[0, 1, 2]);
+    end_spliced.extend_from_slice(&ob[orr[3].1..orr[3].2]);
+    end_spliced.extend(join(&[4, 5]).split_off(hlen));
+    add(
+        "streamed-end-spliced",
+        end_spliced,
+        "auth.bad_end_signature",
+        None,
+        "the end record taken from another stream with the same content and key",
+    );
+    let mut after_short = join(&[0, 1, 2]);
+    after_short.extend(signed_chunk(
+        &k,
+        &hb,
+        ChunkRecord { section_index: 0, data_len: 100, seq: 3, offset: 9000 },
+        &pattern(100, 9),
+    ));
+    add(
+        "streamed-chunk-after-short",
+        after_short,
+        "format.bad_chunk_length",
+        None,
+        "a signed chunk after the streamed section's short chunk, where its end record was due",
+    );
+    let mut end_reserved = join(&[0, 1, 2, 3, 4, 5]);
+    end_reserved[r[3].1 + 5] = 1;
+    add(
+        "streamed-end-reserved",
+        end_reserved,
+        "format.reserved_nonzero",
+        None,
+        "a reserved byte of the end record set",
+    );
+    let mut end_in_exact = join(&[0, 1, 2, 3]);
+    end_in_exact.extend(signed_end(&k, &hb, SectionEnd { section_index: 1, seq: 3, length: 50 }));
+    end_in_exact.extend(join(&[4, 5]).split_off(hlen));
+    add(
+        "streamed-end-in-exact-section",
+        end_in_exact,
+        "format.chunk_mismatch",
+        None,
+        "a signed end record for the exact-length section where its chunk is due",
+    );
+    let mut tail_mismatch = join(&[0, 1, 2, 3, 4]);
+    tail_mismatch.extend(signed_trailer(
+        &k,
+        &hb,
+        mdevmig::codec::Trailer { chunk_count: 4, total_len: 16384 + 50 },
+    ));
+    add(
+        "streamed-trailer-at-bound",
+        tail_mismatch,
+        "format.trailer_mismatch",
+        None,
+        "a signed trailer whose total counts the streamed section at its bound, not its final length",
+    );
+}
+
+/// Streams that break two rules at once: the code reported pins the order the
+/// spec gives.
+fn multi_fault_vectors(add: &mut Add<'_>, single_bytes: &[u8], multi_bytes: &[u8]) {
+    let k = signer();
+    add(
+        "two-faults-flags-then-vendor",
+        raw_header(&k, |h| {
+            h.flags = 1 << 5;
+            h.vendor = b"MTTY".to_vec();
+        }),
+        "format.unknown_flags",
+        None,
+        "an undefined header flag (offset 16) and an upper-case vendor: the flag comes first in byte order",
+    );
+    add(
+        "two-faults-window-then-chunk-size",
+        raw_header(&k, |h| {
+            h.min_version = 2;
+            h.chunk_size = 5000;
+        }),
+        "format.bad_version_window",
+        None,
+        "min_version above state_version (offset 24) and a chunk_size that is not a power of two (offset 28)",
+    );
+    add(
+        "two-faults-chunk-size-then-attributes",
+        raw_header(&k, |h| {
+            h.chunk_size = 5000;
+            h.attrs = vec![(b"ports".to_vec(), b"2".to_vec()), (b"heads".to_vec(), b"1".to_vec())];
+        }),
+        "format.bad_chunk_size",
+        None,
+        "a bad chunk_size and attributes out of order: the fixed field comes first",
+    );
+    let mut nonce_name = raw_header(&k, |h| h.sections[0].0 = b"Mtty.state".to_vec());
+    nonce_name[64] = 1;
+    let nlen = nonce_name.len();
+    let msg = mdevmig::codec::header::signed_message(&nonce_name[..nlen - 64]);
+    let sig = k.sign(&msg);
+    nonce_name[nlen - 64..].copy_from_slice(&sig);
+    add(
+        "two-faults-nonce-then-section-name",
+        nonce_name,
+        "format.unbound_nonce",
+        None,
+        "a nonce on an unbound stream (offset 64) and an upper-case section name",
+    );
+    add(
+        "two-faults-section-flags-then-length",
+        raw_header(&k, |h| {
+            h.sections = vec![(b"a".to_vec(), 1, 0x0004, 1), (b"b".to_vec(), 1, 0, (1 << 40) + 1)]
+        }),
+        "format.unknown_flags",
+        None,
+        "the first entry has an undefined flag, the second a length above 1 TiB",
+    );
+    add(
+        "two-faults-total-then-duplicate",
+        raw_header(&k, |h| {
+            h.sections = vec![
+                (b"a".to_vec(), 1, 0, 1 << 39),
+                (b"b".to_vec(), 1, 0, 1 << 39),
+                (b"c".to_vec(), 1, 0, 1),
+                (b"a".to_vec(), 1, 0, 1),
+            ]
+        }),
+        "limit.stream_too_large",
+        None,
+        "the running total passes 1 TiB at the third entry, and the fourth repeats a name: the total is checked at each entry",
+    );
+    add(
+        "two-faults-flags-then-header-len",
+        raw_header(&k, |h| {
+            h.flags = 1 << 5;
+            h.header_len = Some(200);
+        }),
+        "format.unknown_flags",
+        None,
+        "an undefined flag and a header_len too small for the content, which is found later in byte order",
+    );
+    let mut cap_short = single_bytes[..16].to_vec();
+    cap_short[12..16].copy_from_slice(&9000u32.to_le_bytes());
+    add(
+        "two-faults-header-cap-then-truncated",
+        cap_short,
+        "limit.header_too_large",
+        None,
+        "header_len 9000 in a 16-byte stream: the prefix is checked before the rest is read",
+    );
+    let mut short_magic = single_bytes[..10].to_vec();
+    short_magic[0] = 0;
+    add(
+        "two-faults-truncated-prefix-then-magic",
+        short_magic,
+        "format.truncated",
+        None,
+        "ten bytes with a bad magic: the 16-byte prefix is read whole before it is checked",
+    );
+    let (hlen, chunks, trailer) = record_bounds(multi_bytes);
+    let cut = |r: (usize, usize)| multi_bytes[r.0..r.1].to_vec();
+    let mut sig_and_seq = multi_bytes[..hlen].to_vec();
+    let mut c1 = cut(chunks[1]);
+    c1[88] ^= 1;
+    sig_and_seq.extend(c1);
+    sig_and_seq.extend(cut(chunks[0]));
+    sig_and_seq.extend_from_slice(&multi_bytes[chunks[2].0..]);
+    add(
+        "two-faults-signature-then-order",
+        sig_and_seq,
+        "auth.bad_chunk_signature",
+        None,
+        "chunk 1 arrives first and its data is altered: the signature is checked before the sequence",
+    );
+    let mut gap_eof = multi_bytes[..hlen].to_vec();
+    gap_eof.extend(cut(chunks[1]));
+    add(
+        "two-faults-gap-then-end-of-input",
+        gap_eof,
+        "format.chunk_dropped",
+        None,
+        "chunk 1 where chunk 0 is due, then end of input: a look-ahead that finds no record reports a drop",
+    );
+    let mut gap_bad_sig = multi_bytes[..hlen].to_vec();
+    gap_bad_sig.extend(cut(chunks[1]));
+    let mut c0 = cut(chunks[0]);
+    c0[100] ^= 1;
+    gap_bad_sig.extend(c0);
+    gap_bad_sig.extend_from_slice(&multi_bytes[chunks[2].0..]);
+    add(
+        "two-faults-gap-then-bad-signature",
+        gap_bad_sig,
+        "format.chunk_reordered",
+        None,
+        "chunks 0 and 1 swapped and chunk 0's data altered: the look-ahead reads seq without verifying the signature",
+    );
+    let mut gap_kind = multi_bytes[..hlen].to_vec();
+    gap_kind.extend(cut(chunks[1]));
+    let mut c0 = cut(chunks[0]);
+    c0[0] = 7;
+    gap_kind.extend(c0);
+    gap_kind.extend_from_slice(&multi_bytes[chunks[2].0..]);
+    add(
+        "two-faults-gap-then-bad-kind",
+        gap_kind,
+        "format.chunk_dropped",
+        None,
+        "chunk 1 where chunk 0 is due, and the next record has kind 7: a look-ahead that cannot decode a chunk reports a drop",
+    );
+    let mut gap_len = multi_bytes[..hlen].to_vec();
+    gap_len.extend(cut(chunks[1]));
+    let mut c0 = cut(chunks[0]);
+    c0[4..8].copy_from_slice(&8192u32.to_le_bytes());
+    gap_len.extend(c0);
+    gap_len.extend_from_slice(&multi_bytes[chunks[2].0..]);
+    add(
+        "two-faults-gap-then-bad-length",
+        gap_len,
+        "format.chunk_dropped",
+        None,
+        "chunk 1 where chunk 0 is due, and the next record's data_len is above chunk_size: the look-ahead checks data_len",
+    );
+    let mut mismatch_trailing = multi_bytes[..trailer].to_vec();
+    mismatch_trailing.extend(signed_trailer(
+        &k,
+        &multi_bytes[..hlen],
+        mdevmig::codec::Trailer { chunk_count: 6, total_len: 15000 },
+    ));
+    mismatch_trailing.extend_from_slice(b"x");
+    add(
+        "two-faults-trailer-then-trailing-data",
+        mismatch_trailing,
+        "format.trailer_mismatch",
+        None,
+        "a signed trailer with the wrong chunk count, then one more byte: the trailer is checked before end of input",
+    );
 }
 
 /// The manifest line format: `name expect session description`.
