@@ -1467,7 +1467,10 @@ fn bug_class_09_enum_or_bool_out_of_range_mtty_dlab_2_simgpu_power_state() {
     let b = single_base().bytes;
     let l = layout(&b);
     for (name, v, want) in [
-        ("chunk[0].kind", 3u64, "format.bad_record_kind"),
+        // Kind 3 is a section end: a chunk frame relabelled as one has its
+        // data_len where the end record's reserved bytes are.
+        ("chunk[0].kind", 3u64, "format.reserved_nonzero"),
+        ("chunk[0].kind", 4, "format.bad_record_kind"),
         ("chunk[0].kind", 0, "format.bad_record_kind"),
         ("trailer.kind", 0xff, "format.bad_record_kind"),
         ("header.flags", 2, "format.unknown_flags"),

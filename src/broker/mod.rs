@@ -27,12 +27,14 @@ pub mod region;
 
 use std::io::{Read, Write};
 
-use mdevmig_plugin_api::{SectionConversion, SectionKind, SectionLayout, SectionSpec, VendorPlugin};
+use mdevmig_plugin_api::{
+    RecordValidator, SectionConversion, SectionKind, SectionLayout, SectionSpec, VendorPlugin,
+};
 
 use crate::auth::{SigningKeyPair, TrustStore};
 use crate::codec::header::{Header, SectionEntry};
 use crate::codec::stream::{ReadOptions, StreamReader, StreamWriter};
-use crate::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED};
+use crate::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED, SECTION_STREAMED};
 use crate::compat::{self, Action, Policy};
 use crate::device::{DataRead, MigState, MigrationDevice, FLAG_PRE_COPY};
 use crate::error::{Code, Error, Result};
@@ -128,6 +130,73 @@ impl RawSource<'_> {
         Ok(())
     }
 
+    /// Reads what the device has (at least one byte), or 0 at its end of data:
+    /// for a streamed section, whose length is known only at that end.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.dev.read_data(buf)? {
+                DataRead::Data(n) => {
+                    self.read += n as u64;
+                    if self.in_precopy {
+                        self.precopy_bytes += n as u64;
+                    }
+                    return Ok(n);
+                }
+                DataRead::NotYet if self.in_precopy => {
+                    self.dev.set_state(MigState::StopCopy)?;
+                    self.in_precopy = false;
+                }
+                DataRead::NotYet => {
+                    return Err(Error::new(
+                        Code::DeviceData,
+                        "device returned ENOMSG in STOP_COPY",
+                    ));
+                }
+                DataRead::End => return Ok(0),
+            }
+        }
+    }
+
+    /// Copies a streamed section from the device into `w` until the device's end
+    /// of data (or, for a section left out, reads and discards it); a device that
+    /// yields more than the section's bound is refused. Returns the final length.
+    fn stream_section<W: Write>(&mut self, w: Option<&mut StreamWriter<W>>, bound: u64, name: &str) -> Result<u64> {
+        let over = || {
+            Error::new(
+                Code::DeviceOverBound,
+                format!("the device yields more than section {name}'s bound of {bound} bytes"),
+            )
+        };
+        match w {
+            Some(w) => loop {
+                if w.section_room() == 0 {
+                    let mut probe = [0u8; 1];
+                    if self.read_some(&mut probe)? != 0 {
+                        return Err(over());
+                    }
+                    return w.end_section();
+                }
+                if w.write_some(usize::MAX, |space| self.read_some(space))? == 0 {
+                    return w.end_section();
+                }
+            },
+            None => {
+                let mut discard = vec![0u8; 1 << 20];
+                let mut total = 0u64;
+                loop {
+                    let n = self.read_some(&mut discard)? as u64;
+                    if n == 0 {
+                        return Ok(total);
+                    }
+                    total = total.saturating_add(n);
+                    if total > bound {
+                        return Err(over());
+                    }
+                }
+            }
+        }
+    }
+
     fn expect_end(&mut self) -> Result<()> {
         if self.in_precopy {
             self.dev.set_state(MigState::StopCopy)?;
@@ -216,8 +285,11 @@ fn save_inner(
             ),
         ));
     }
+    // For a streamed layout this is only the device's estimate: the section is
+    // read to the device's end of data, not to this length.
     let raw_len = dev.data_size()?;
     let layout = plugin.layout(&info, native, raw_len)?;
+    check_streamed_layout(&layout)?;
     let specs: Vec<SectionSpec> = layout.iter().map(|l| l.spec.clone()).collect();
     let plan: Vec<SectionConversion> = if target == native {
         specs.iter().cloned().map(SectionConversion::Keep).collect()
@@ -263,8 +335,11 @@ fn save_inner(
                 p.as_ref().map(|s| SectionEntry {
                     name: s.name.clone(),
                     version: s.version,
-                    flags: if s.required { SECTION_REQUIRED } else { 0 },
-                    length: l.len,
+                    flags: if s.required { SECTION_REQUIRED } else { 0 }
+                        | if s.streamed { SECTION_STREAMED } else { 0 },
+                    // A streamed section declares its bound; its end record
+                    // signs the final length.
+                    length: if s.streamed { s.max_len } else { l.len },
                 })
             })
             .collect(),
@@ -284,6 +359,11 @@ fn save_inner(
     };
     let mut discard = Vec::new();
     for (l, keep) in layout.iter().zip(&plan) {
+        if l.spec.streamed {
+            let bound = keep.as_ref().map_or(l.spec.max_len, |s| s.max_len);
+            src.stream_section(keep.as_ref().map(|_| &mut w), bound, &l.spec.name)?;
+            continue;
+        }
         check_framing(plugin, &mut src, l)?;
         let mut left = l.len;
         while left > 0 {
@@ -309,6 +389,25 @@ fn save_inner(
         precopy_bytes,
         state_digest: dev.state_digest(),
     })
+}
+
+/// A streamed section is read to the device's end of data, so it can only be the
+/// last section of the raw stream, and it has no framing (whose length would
+/// depend on a length not yet known).
+fn check_streamed_layout(layout: &[SectionLayout]) -> Result<()> {
+    let last = layout.len().saturating_sub(1);
+    for (i, l) in layout.iter().enumerate() {
+        if l.spec.streamed && (i != last || l.framing_len != 0) {
+            return Err(Error::new(
+                Code::Internal,
+                format!(
+                    "plugin layout puts streamed section {} before another section or gives it framing",
+                    l.spec.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_framing(plugin: &dyn VendorPlugin, src: &mut RawSource<'_>, l: &SectionLayout) -> Result<()> {
@@ -503,10 +602,21 @@ fn restore_inner(
             }
         }
     };
-    let mut emit = |idx: usize, data: &[u8], sink: &mut Sink| -> Result<()> {
+    // The record validator of the record-structured section in progress.
+    let mut records: Option<(usize, Box<dyn RecordValidator>)> = None;
+    let mut emit = |idx: usize, data: &[u8], sink: &mut Sink, records: &mut Option<(usize, Box<dyn RecordValidator>)>| -> Result<()> {
         let (v, s) = (&verdict.sections[idx], &header.sections[idx]);
         if let (Action::Send, Some(spec)) = (v.action, &v.spec) {
-            if spec.kind == SectionKind::Structured {
+            if spec.kind == SectionKind::Records {
+                // The section's end is authenticated (its end record, or the
+                // trailer for an exact length): a record cut short or a missing
+                // end marker is refused now, before the device is told the state
+                // is complete. A section without chunks still gets a validator.
+                match records.take() {
+                    Some((i, mut r)) if i == idx => r.finish()?,
+                    _ => plugin.record_validator(&dest, spec)?.finish()?,
+                }
+            } else if spec.kind == SectionKind::Structured {
                 validate(spec, data)?;
                 // Framing and structure in one write(2): drivers must see it whole
                 // (hisi_acc once mis-restored a state split across writes).
@@ -523,7 +633,7 @@ fn restore_inner(
         let idx = usize::from(chunk.section_index);
         // Close the section in progress and any empty sections before this one.
         while next < idx {
-            emit(next, &section_buf, &mut sink)?;
+            emit(next, &section_buf, &mut sink, &mut records)?;
             section_buf.clear();
             next += 1;
         }
@@ -533,7 +643,16 @@ fn restore_inner(
                 section_buf.extend_from_slice(chunk.data);
             }
             (Action::Send, Some(spec)) => {
-                plugin.validate_bulk(&dest, spec, chunk.offset, chunk.data)?;
+                if spec.kind == SectionKind::Records {
+                    if records.as_ref().is_none_or(|(i, _)| *i != idx) {
+                        records = Some((idx, plugin.record_validator(&dest, spec)?));
+                    }
+                    if let Some((_, r)) = records.as_mut() {
+                        r.feed(chunk.data)?;
+                    }
+                } else {
+                    plugin.validate_bulk(&dest, spec, chunk.offset, chunk.data)?;
+                }
                 if chunk.offset == 0 {
                     let framing = plugin.framing(spec, s.length);
                     if !framing.is_empty() {
@@ -558,7 +677,7 @@ fn restore_inner(
     // 6. The trailer has been verified (next_chunk returned None). Close the
     // last section and any empty ones after it.
     while next < header.sections.len() {
-        emit(next, &section_buf, &mut sink)?;
+        emit(next, &section_buf, &mut sink, &mut records)?;
         section_buf.clear();
         next += 1;
     }

@@ -249,6 +249,16 @@ impl<W: Write> StreamWriter<W> {
         Ok(got)
     }
 
+    /// Bytes the current section can still take: what is left of an exact
+    /// section, or of a streamed section's bound (0 when there is no section).
+    pub fn section_room(&self) -> u64 {
+        self.header
+            .header
+            .sections
+            .get(self.section)
+            .map_or(0, |s| s.length.saturating_sub(self.offset).saturating_sub(len64(self.fill)))
+    }
+
     /// Ends the current streamed section: writes its last (short) chunk and the
     /// signed end record with its final length, and moves to the next section.
     /// Returns the final length.

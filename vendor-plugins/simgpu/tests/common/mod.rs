@@ -163,6 +163,11 @@ pub fn transfer(
                     dp.validate_bulk(ddev, &spec, (i << 20) as u64, c)?;
                 }
             }
+            SectionKind::Records => {
+                let mut r = dp.record_validator(ddev, &spec)?;
+                r.feed(data)?;
+                r.finish()?;
+            }
         }
         out.extend_from_slice(&dp.framing(&spec, l.len));
         out.extend_from_slice(data);
