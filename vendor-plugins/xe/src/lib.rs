@@ -9,6 +9,8 @@
 //!   `xe-vf-4g`) and attributes (`tiles`, `gts`, `devid`, `revid`);
 //! - [`validate`]: [`StreamValidator`], the streaming validator (bytes in any split,
 //!   bounded memory, refuses at the first bad packet);
+//! - [`XeModel`]: the simulated VF (VRAM generated on demand, pre-copy re-sends,
+//!   a deliberately wrong length estimate, see [`estimate_error`]);
 //! - [`codes`]: every error code;
 //! - [`testing`]: valid streams for tests and fuzzers.
 //!
@@ -30,11 +32,13 @@ pub mod codes;
 pub mod format;
 pub mod pagegen;
 pub mod profile;
+mod sim;
 pub mod testing;
 pub mod validate;
 
 pub use format::{Header, PacketType, HEADER_LEN};
 pub use profile::{Config, XeType, DEVICE_TYPES, XE_VF_1G, XE_VF_2G, XE_VF_4G, XE_VF_64M, XE_VF_TINY};
+pub use sim::{estimate_error, XeModel, PAGES_PER_ROUND, RAW_STORE_CAP, SIM_DIRTY_KEY};
 pub use validate::{PacketSink, StreamValidator, XeFormat};
 
 /// The vendor id.

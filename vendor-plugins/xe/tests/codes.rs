@@ -12,6 +12,7 @@ const SOURCES: &[&str] = &[
     include_str!("../src/lib.rs"),
     include_str!("../src/testing.rs"),
     include_str!("../src/pagegen.rs"),
+    include_str!("../src/sim.rs"),
 ];
 
 #[test]

@@ -1,0 +1,248 @@
+//! The simulated Xe VF: round trips in odd splits, the estimate in both
+//! directions, pre-copy re-sends, loads refused or abandoned, wrong bytes seen.
+
+use std::collections::BTreeMap;
+
+use mdevmig_plugin_api::sim::SimModel;
+use mdevmig_plugin_api::SimOptions;
+use mdevmig_xe::format::{Header, PacketType, HEADER_LEN};
+use mdevmig_xe::testing::{read_stream, valid_stream};
+use mdevmig_xe::{codes, estimate_error, StreamValidator, XeModel, XeType, XE_VF_64M, XE_VF_TINY};
+
+fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn model(ty: XeType, seed: u64, pairs: &[(&str, &str)]) -> XeModel {
+    XeModel::new(
+        ty,
+        &SimOptions {
+            seed,
+            attributes: attrs(pairs),
+        },
+    )
+    .unwrap()
+}
+
+/// Loads `stream` into `m` in pieces of 1, 7, 24, 4095, 4097, 65537 bytes, cycling.
+fn load_odd(m: &mut XeModel, stream: &[u8]) -> Result<(), &'static str> {
+    m.begin_load();
+    let sizes = [1usize, 7, 24, 4095, 4097, 65537];
+    let mut at = 0;
+    let mut i = 0;
+    while at < stream.len() {
+        let end = (at + sizes[i % sizes.len()]).min(stream.len());
+        m.load_data(&stream[at..end]).map_err(|e| e.code)?;
+        at = end;
+        i += 1;
+    }
+    m.end_load().map_err(|e| e.code)
+}
+
+/// The packets of a stream: (offset, header).
+fn headers(stream: &[u8]) -> Vec<(usize, Header)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let h = Header::decode(stream[at..at + HEADER_LEN].try_into().unwrap());
+        out.push((at, h));
+        at += HEADER_LEN + h.size as usize;
+    }
+    out
+}
+
+#[test]
+fn round_trip_in_odd_splits_gives_equal_digests() {
+    for (ty, pairs) in [
+        (XE_VF_TINY, &[][..]),
+        (XE_VF_TINY, &[("tiles", "2"), ("gts", "1")][..]),
+        (XE_VF_64M, &[("tiles", "2")][..]),
+    ] {
+        let mut src = model(ty, 11, pairs);
+        let stream = read_stream(&mut src);
+        let mut dst = model(ty, 12, pairs);
+        assert_ne!(dst.digest(), src.digest());
+        load_odd(&mut dst, &stream).unwrap();
+        assert_eq!(dst.digest(), src.digest(), "{} {pairs:?}", ty.name());
+        // The loaded device can be saved again (its guest dirties pages while
+        // the save's pre-copy runs, so the state moves on with it).
+        let again = read_stream(&mut dst);
+        let mut third = model(ty, 13, pairs);
+        load_odd(&mut third, &again).unwrap();
+        assert_eq!(third.digest(), dst.digest());
+        assert_ne!(third.digest(), src.digest());
+    }
+}
+
+#[test]
+fn the_stream_is_valid_ordered_and_deterministic() {
+    let s = valid_stream("xe-vf-tiny", 4);
+    assert_eq!(s, valid_stream("xe-vf-tiny", 4));
+    assert_ne!(s, valid_stream("xe-vf-tiny", 5));
+    assert!(valid_stream("no-such-type", 4).is_empty());
+    let config = mdevmig_xe::Config::new(XE_VF_TINY);
+    let mut v = StreamValidator::new(&config);
+    v.feed(&s).unwrap();
+    v.finish().unwrap();
+    let types: Vec<PacketType> = headers(&s).iter().map(|(_, h)| h.ty).collect();
+    assert_eq!(types[0], PacketType::DESCRIPTOR);
+    assert_eq!(*types.last().unwrap(), PacketType::TRAILER);
+    // Descriptor, the VRAM first pass (64 KiB chunks), re-sends (4 KiB), then per GT.
+    let vram_first = 256 / 64;
+    assert!(types[1..=vram_first].iter().all(|t| *t == PacketType::VRAM));
+    let hs = headers(&s);
+    assert!(hs[1..=vram_first].iter().all(|(_, h)| h.size == 64 << 10));
+    let resends = hs
+        .iter()
+        .filter(|(_, h)| h.ty == PacketType::VRAM && h.size == 4096)
+        .count();
+    assert!(resends >= 1);
+    let tail: Vec<PacketType> = types[1 + vram_first + resends..].to_vec();
+    use PacketType as P;
+    assert_eq!(tail, vec![P::GUC, P::GGTT, P::MMIO, P::GUC, P::MMIO, P::TRAILER]);
+}
+
+#[test]
+fn the_estimate_is_wrong_in_both_directions() {
+    let mut above = 0;
+    let mut below = 0;
+    for seed in 0..8u64 {
+        let mut m = model(XE_VF_TINY, seed, &[]);
+        let estimate = m.raw_len();
+        let real = read_stream(&mut m).len() as i64;
+        let err = estimate_error("xe-vf-tiny", seed);
+        assert_eq!(estimate as i64 - real, err, "seed {seed}");
+        if seed % 2 == 0 {
+            assert!(err > 0);
+            above += 1;
+        } else {
+            assert!(err < 0);
+            below += 1;
+        }
+    }
+    assert_eq!((above, below), (4, 4));
+    // The same holds for a big type.
+    let m = model(XE_VF_64M, 3, &[]);
+    assert!(m.raw_len() < m.exact_len());
+    let m = model(XE_VF_64M, 4, &[]);
+    assert!(m.raw_len() > m.exact_len());
+}
+
+#[test]
+fn dirty_pages_make_re_sends_and_the_final_content_wins() {
+    let mut a = model(XE_VF_TINY, 7, &[("dirty", "0")]);
+    let mut b = model(XE_VF_TINY, 7, &[("dirty", "9")]);
+    let sa = read_stream(&mut a);
+    let sb = read_stream(&mut b);
+    assert_eq!(sb.len() - sa.len(), 9 * (4096 + 24));
+    // Guest activity during pre-copy adds re-sends; the loaded state is the final one.
+    let mut c = model(XE_VF_TINY, 7, &[("dirty", "0")]);
+    c.begin_save();
+    let pre = c.precopy_len() as usize;
+    let mut head = vec![0u8; pre];
+    assert_eq!(c.read_raw(0, &mut head), pre);
+    c.guest_activity(3);
+    assert!(c.dirty_bytes() > 0);
+    let mut rest = vec![0u8; 1 << 20];
+    let n = c.read_raw(pre as u64, &mut rest);
+    let stream = [head, rest[..n].to_vec()].concat();
+    assert!(stream.len() > sa.len());
+    let mut d = model(XE_VF_TINY, 8, &[("dirty", "0")]);
+    load_odd(&mut d, &stream).unwrap();
+    assert_eq!(d.digest(), c.digest());
+    // Without the re-sends the destination would hold the stale pages.
+    let mut stale = model(XE_VF_TINY, 8, &[("dirty", "0")]);
+    let first_pass: Vec<u8> = {
+        let hs = headers(&stream);
+        let cut = hs
+            .iter()
+            .position(|(_, h)| h.ty == PacketType::VRAM && h.size == 4096)
+            .unwrap();
+        let end = hs.iter().position(|(_, h)| h.ty == PacketType::GUC).unwrap();
+        [&stream[..hs[cut].0], &stream[hs[end].0..]].concat()
+    };
+    load_odd(&mut stale, &first_pass).unwrap();
+    assert_ne!(stale.digest(), c.digest());
+    assert!(XeModel::new(
+        XE_VF_TINY,
+        &SimOptions {
+            seed: 1,
+            attributes: attrs(&[("dirty", "65")])
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn an_incomplete_or_refused_load_keeps_the_old_state() {
+    let mut src = model(XE_VF_TINY, 1, &[]);
+    let s = read_stream(&mut src);
+    let mut dst = model(XE_VF_TINY, 2, &[]);
+    let before = dst.digest();
+    // No trailer.
+    assert_eq!(
+        load_odd(&mut dst, &s[..s.len() - 24]),
+        Err(codes::MISSING_TRAILER)
+    );
+    assert_eq!(dst.digest(), before);
+    // Cut inside a packet.
+    assert_eq!(load_odd(&mut dst, &s[..s.len() - 100]), Err(codes::TRUNCATED));
+    assert_eq!(dst.digest(), before);
+    // Refused mid-stream: the rest of the load is refused too.
+    let mut bad = s.clone();
+    bad[HEADER_LEN + 16] = 9; // the first VRAM packet's version
+    dst.begin_load();
+    assert_eq!(dst.load_data(&bad).unwrap_err().code, codes::BAD_VERSION);
+    assert_eq!(dst.end_load().unwrap_err().code, codes::BAD_VERSION);
+    assert_eq!(dst.digest(), before);
+    // Abandoned.
+    dst.begin_load();
+    dst.load_data(&s[..1000]).unwrap();
+    dst.abort_load();
+    assert_eq!(dst.load_data(&s).unwrap_err().code, codes::NOT_LOADING);
+    assert_eq!(dst.digest(), before);
+    // A different configuration refuses the stream.
+    let mut other = model(XE_VF_TINY, 2, &[("devid", "0x1234")]);
+    assert_eq!(load_odd(&mut other, &s), Err(codes::DESCRIPTOR_MISMATCH));
+    let mut one_tile_one_gt = model(XE_VF_TINY, 2, &[("gts", "1")]);
+    assert_eq!(load_odd(&mut one_tile_one_gt, &s), Err(codes::UNKNOWN_GT));
+}
+
+#[test]
+fn wrong_payload_bytes_change_the_digest() {
+    let mut src = model(XE_VF_TINY, 1, &[]);
+    let s = read_stream(&mut src);
+    let hs = headers(&s);
+    // One byte of a VRAM page, of the GGTT and of the GuC state.
+    for ty in [
+        PacketType::VRAM,
+        PacketType::GGTT,
+        PacketType::GUC,
+        PacketType::MMIO,
+    ] {
+        let (at, h) = hs.iter().find(|(_, h)| h.ty == ty).unwrap();
+        let mut bad = s.clone();
+        bad[at + HEADER_LEN + (h.size as usize) / 2] ^= 0x40;
+        let mut dst = model(XE_VF_TINY, 2, &[]);
+        load_odd(&mut dst, &bad).unwrap();
+        assert_ne!(dst.digest(), src.digest(), "{ty}");
+        // Such a device saves the bytes it got, verbatim.
+        let again = read_stream(&mut dst);
+        let mut third = model(XE_VF_TINY, 3, &[]);
+        load_odd(&mut third, &again).unwrap();
+        assert_eq!(third.digest(), dst.digest(), "{ty}");
+    }
+}
+
+#[test]
+fn a_gigabyte_profile_costs_megabytes() {
+    let m = model(mdevmig_xe::XE_VF_1G, 1, &[]);
+    assert!(m.exact_len() >= 1 << 30);
+    // Reading a piece in the middle of the VRAM does not materialise the rest.
+    let mut m = m;
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(m.read_raw(700 << 20, &mut buf), 8192);
+}
