@@ -4,6 +4,8 @@
 set -euo pipefail
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The clean-room reader in spec/reference/ verifies Ed25519 with it.
+python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3 python3-cryptography)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     apt-get update -qq

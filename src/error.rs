@@ -57,8 +57,8 @@ codes! {
     AttributeOrder = "format.attribute_order", "device attributes are not in strictly ascending name order";
     UnboundNonce = "format.unbound_nonce", "the session nonce is not zero although the stream is not session-bound";
     BadRecordKind = "format.bad_record_kind", "a record has a kind byte that is not chunk, trailer or section end";
-    BadChunkLength = "format.bad_chunk_length", "a chunk's data length is zero, above chunk_size, or not the canonical length";
-    ChunkMismatch = "format.chunk_mismatch", "a chunk's section index or offset is not the one its sequence number implies";
+    BadChunkLength = "format.bad_chunk_length", "a chunk's data length is zero, above chunk_size, or not the canonical length, or a chunk follows a streamed section's short chunk";
+    ChunkMismatch = "format.chunk_mismatch", "a chunk's section index or offset is not the one its sequence number implies, or a section end record stands where no streamed section may end";
     ChunkDuplicated = "format.chunk_duplicated", "a chunk arrived again (its sequence number was already seen)";
     ChunkReordered = "format.chunk_reordered", "a chunk arrived before the one that should precede it";
     ChunkDropped = "format.chunk_dropped", "a chunk is missing from the stream";
@@ -70,7 +70,7 @@ codes! {
     // limit: a declared size is past a documented cap.
     HeaderTooLarge = "limit.header_too_large", "header_len is above the 8192-byte cap";
     TooManyAttributes = "limit.too_many_attributes", "the header has more than 16 device attributes";
-    StringTooLong = "limit.string_too_long", "a vendor, type or section name is longer than its cap";
+    StringTooLong = "limit.string_too_long", "a vendor, type, section or attribute name or an attribute value is longer than its cap";
     TooManySections = "limit.too_many_sections", "the section table has more than 64 entries";
     ChunkTooLarge = "limit.chunk_too_large", "chunk_size or a chunk's length is above the 16 MiB cap";
     StreamTooLarge = "limit.stream_too_large", "the sections add up to more than the 1 TiB cap";

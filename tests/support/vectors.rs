@@ -956,6 +956,97 @@ fn streamed_vectors(add: &mut Add<'_>) {
         None,
         "a signed end record for the exact-length section where its chunk is due",
     );
+    let mut zh = h.clone();
+    zh.stream_id = [8; 16];
+    zh.sections = vec![streamed_sec("z", 0), sec("c", 1, true, 10)];
+    let zero = build_streamed(&zh, &k, &[vec![], pattern(10, 10)]);
+    add(
+        "valid-streamed-bound-zero",
+        zero.clone(),
+        "ok",
+        None,
+        "a streamed section of bound 0 (its end record alone), then an exact 10-byte section",
+    );
+    let zl = u32::from_le_bytes(zero[12..16].try_into().unwrap()) as usize;
+    let mut zero_data = zero[..zl].to_vec();
+    zero_data.extend(signed_chunk(
+        &k,
+        &zero[..zl],
+        ChunkRecord { section_index: 0, data_len: 1, seq: 0, offset: 0 },
+        &[1],
+    ));
+    add(
+        "streamed-bound-zero-with-data",
+        zero_data,
+        "limit.section_over_bound",
+        None,
+        "a signed one-byte chunk in a streamed section of bound 0",
+    );
+    let mut end_at_trailer = join(&[0, 1, 2, 3, 4]);
+    end_at_trailer.extend(signed_end(&k, &hb, SectionEnd { section_index: 1, seq: 4, length: 50 }));
+    end_at_trailer.extend(part(5));
+    add(
+        "streamed-end-where-trailer-due",
+        end_at_trailer,
+        "format.chunk_mismatch",
+        None,
+        "a signed end record for the exact section where the trailer is due",
+    );
+    let mut dup_at_trailer = join(&[0, 1, 2, 3, 4, 4]);
+    dup_at_trailer.extend(part(5));
+    add(
+        "chunk-duplicated-where-trailer-due",
+        dup_at_trailer,
+        "format.chunk_duplicated",
+        None,
+        "the last chunk sent again where the trailer is due",
+    );
+    let mut wrong_offset = join(&[0]);
+    wrong_offset.extend(signed_chunk(
+        &k,
+        &hb,
+        ChunkRecord { section_index: 0, data_len: 4096, seq: 1, offset: 4095 },
+        &pattern(4096, 11),
+    ));
+    add(
+        "chunk-wrong-offset",
+        wrong_offset,
+        "format.chunk_mismatch",
+        None,
+        "a signed chunk with the right seq and section but offset 4095 instead of 4096",
+    );
+    // Non-canonical S: the same signature with S + L (the group order) verifies
+    // under a lax check but must be refused.
+    let add_l = |sig: &mut [u8]| {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (b, l) in sig[32..64].iter_mut().zip(L) {
+            let t = *b as u16 + l as u16 + carry;
+            *b = t as u8;
+            carry = t >> 8;
+        }
+    };
+    let mut s_header = bytes.clone();
+    add_l(&mut s_header[hlen - 64..hlen]);
+    add(
+        "signature-s-not-reduced-header",
+        s_header,
+        "auth.bad_header_signature",
+        None,
+        "the header signature's S replaced by S + L: the same point equation, a non-canonical encoding",
+    );
+    let mut s_chunk = bytes.clone();
+    add_l(&mut s_chunk[r[0].1 + 24..r[0].1 + 88]);
+    add(
+        "signature-s-not-reduced-chunk",
+        s_chunk,
+        "auth.bad_chunk_signature",
+        None,
+        "chunk 0's signature S replaced by S + L",
+    );
     let mut tail_mismatch = join(&[0, 1, 2, 3, 4]);
     tail_mismatch.extend(signed_trailer(
         &k,
