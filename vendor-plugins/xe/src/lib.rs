@@ -3,7 +3,7 @@
 //! the VFIO migration data fd, validated as it streams before the destination
 //! kernel sees it.
 //!
-//! - [`format`]: the 24-byte packet header, packet types, size maxima, the
+//! - [`format`](mod@format): the 24-byte packet header, packet types, size maxima, the
 //!   descriptor's KLVs, encoders;
 //! - [`profile`]: device types (VF profiles `xe-vf-64m`, `xe-vf-1g`, `xe-vf-2g`,
 //!   `xe-vf-4g`) and attributes (`tiles`, `gts`, `devid`, `revid`);
@@ -11,6 +11,9 @@
 //!   bounded memory, refuses at the first bad packet);
 //! - [`XeModel`]: the simulated VF (VRAM generated on demand, pre-copy re-sends,
 //!   a deliberately wrong length estimate, see [`estimate_error`]);
+//! - [`XePlugin`]: the [`mdevmig_plugin_api::VendorPlugin`] (vendor `xe`, state
+//!   version 1, one streamed record section `xe.packets`) and
+//!   [`mdevmig_plugin_api::SimProvider`];
 //! - [`codes`]: every error code;
 //! - [`testing`]: valid streams for tests and fuzzers.
 //!
@@ -31,12 +34,14 @@
 pub mod codes;
 pub mod format;
 pub mod pagegen;
+mod plugin;
 pub mod profile;
 mod sim;
 pub mod testing;
 pub mod validate;
 
 pub use format::{Header, PacketType, HEADER_LEN};
+pub use plugin::{XePlugin, SECTION, SECTION_VERSION, WINDOW};
 pub use profile::{Config, XeType, DEVICE_TYPES, XE_VF_1G, XE_VF_2G, XE_VF_4G, XE_VF_64M, XE_VF_TINY};
 pub use sim::{estimate_error, XeModel, PAGES_PER_ROUND, RAW_STORE_CAP, SIM_DIRTY_KEY};
 pub use validate::{PacketSink, StreamValidator, XeFormat};

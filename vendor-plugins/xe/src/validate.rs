@@ -9,7 +9,7 @@
 //! # Memory
 //!
 //! The 24-byte header, and the descriptor (at most
-//! [`DESCRIPTOR_MAX`](crate::format::DESCRIPTOR_MAX) bytes, checked before it is
+//! [`DESCRIPTOR_MAX`] bytes, checked before it is
 //! buffered). VRAM, GGTT, MMIO and GuC payloads are counted, never buffered; a
 //! [`PacketSink`] (the simulated device's loader) may look at them in pieces.
 //!

@@ -13,6 +13,7 @@ const SOURCES: &[&str] = &[
     include_str!("../src/testing.rs"),
     include_str!("../src/pagegen.rs"),
     include_str!("../src/sim.rs"),
+    include_str!("../src/plugin.rs"),
 ];
 
 #[test]

@@ -246,3 +246,27 @@ fn a_gigabyte_profile_costs_megabytes() {
     let mut buf = vec![0u8; 8192];
     assert_eq!(m.read_raw(700 << 20, &mut buf), 8192);
 }
+
+/// The whole `xe-vf-1g` stream (over 1 GiB) saved and loaded piece by piece:
+/// `cargo test --release -p mdevmig-xe --test sim -- --ignored`.
+#[test]
+#[ignore]
+fn gigabyte_round_trip() {
+    let mut src = model(mdevmig_xe::XE_VF_1G, 1, &[]);
+    let mut dst = model(mdevmig_xe::XE_VF_1G, 2, &[]);
+    src.begin_save();
+    dst.begin_load();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = src.read_raw(at, &mut buf);
+        if n == 0 {
+            break;
+        }
+        dst.load_data(&buf[..n]).unwrap();
+        at += n as u64;
+    }
+    dst.end_load().unwrap();
+    assert!(at >= 1 << 30);
+    assert_eq!(dst.digest(), src.digest());
+}
