@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod inspect;
 pub mod migrate;
+mod plugins;
 pub mod output;
 
 use std::io::{Read, Write};
@@ -181,6 +182,8 @@ enum Command {
         #[arg(long)]
         device: String,
     },
+    /// List the built-in vendor plugins: device types, version windows, stream shape.
+    Plugins,
     /// Run a whole migration on simulated devices and explain each step.
     Demo {
         /// Framebuffer size of the simulated vGPU.
@@ -319,6 +322,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
         } => migrate::check(&device, &source, &policy.policy()?, out),
         Command::Labels { device } => Ok(migrate::labels(&device, out)?),
         Command::Bench { device_type, rounds } => Ok(bench::run(&device_type, rounds as usize, out)?),
+        Command::Plugins => Ok(plugins::run(out)?),
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
 }
@@ -413,7 +417,9 @@ fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<(
     let mut r = StreamReader::open(open_input(file)?, &store, &opts)?;
     let chunks = r.verify_to_end()?;
     let h = r.header().header.clone();
-    let total = h.total_len()?;
+    // The data the stream carried: streamed sections count at their final
+    // length, not the bound in the header.
+    let total = r.received();
     let origin = store.origin(&h.key_id).unwrap_or("?").to_string();
     out.ok(
         &format!(
@@ -432,7 +438,7 @@ fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<(
             "verified": true,
             "vendor": h.vendor, "device_type": h.device_type,
             "state_version": h.state_version, "min_version": h.min_version,
-            "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "length": s.length})).collect::<Vec<_>>(),
+            "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "streamed": s.streamed(), "length": s.length})).collect::<Vec<_>>(),
             "chunks": chunks, "total_len": total, "key_id": h.key_id.to_string(), "key_origin": origin,
             "session_bound": h.session_bound(),
         }),
