@@ -30,10 +30,12 @@ impl Registry {
                 Box::new(mdevmig_mtty::MttyPlugin),
                 Box::new(mdevmig_hisi_acc::HisiAccPlugin),
                 Box::new(mdevmig_simgpu::SimGpuPlugin::new()),
+                Box::new(mdevmig_xe::XePlugin::new()),
             ],
             sims: vec![
                 ("mtty", Box::new(mdevmig_mtty::MttyPlugin)),
                 ("simgpu", Box::new(mdevmig_simgpu::SimGpuPlugin::new())),
+                ("xe", Box::new(mdevmig_xe::XePlugin::new())),
             ],
         }
     }
@@ -89,6 +91,7 @@ pub fn all_error_codes() -> Vec<(&'static str, &'static str)> {
     v.extend_from_slice(mdevmig_mtty::codes::TABLE);
     v.extend_from_slice(mdevmig_hisi_acc::codes::TABLE);
     v.extend_from_slice(mdevmig_simgpu::codes::TABLE);
+    v.extend_from_slice(mdevmig_xe::codes::TABLE);
     v.sort();
     v.dedup();
     v

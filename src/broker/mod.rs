@@ -79,6 +79,9 @@ pub struct SaveReport {
     pub header: Header,
     /// Raw bytes read from the device.
     pub raw_bytes: u64,
+    /// Data bytes the envelope carries (sections left out are not counted;
+    /// streamed sections count at their final length).
+    pub data_bytes: u64,
     /// Raw bytes read during PRE_COPY, before STOP_COPY.
     pub precopy_bytes: u64,
     /// Device state digest (simulated devices).
@@ -381,11 +384,13 @@ fn save_inner(
     }
     src.expect_end()?;
     let (raw_bytes, precopy_bytes) = (src.read, src.precopy_bytes);
+    let data_bytes = w.data_bytes();
     w.finish()?;
     dev.set_state(MigState::Stop)?;
     Ok(SaveReport {
         header,
         raw_bytes,
+        data_bytes,
         precopy_bytes,
         state_digest: dev.state_digest(),
     })

@@ -160,7 +160,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         h.state_version,
         h.min_version,
         h.sections.len(),
-        h.total_len().unwrap_or(0),
+        report.data_bytes,
         h.key_id,
         if report.precopy_bytes > 0 {
             format!(", {} bytes during PRE_COPY", report.precopy_bytes)
@@ -174,8 +174,8 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let value = json!({
         "vendor": h.vendor, "device_type": h.device_type,
         "state_version": h.state_version, "min_version": h.min_version,
-        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "length": s.length})).collect::<Vec<_>>(),
-        "total_len": h.total_len().ok(), "raw_bytes": report.raw_bytes, "precopy_bytes": report.precopy_bytes,
+        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "streamed": s.streamed(), "length": s.length})).collect::<Vec<_>>(),
+        "total_len": report.data_bytes, "raw_bytes": report.raw_bytes, "estimated_bytes": total, "precopy_bytes": report.precopy_bytes,
         "key_id": h.key_id.to_string(), "session_bound": h.session_bound(),
         "state_digest": report.state_digest.map(|d| hex(&d)),
     });

@@ -249,6 +249,12 @@ impl<W: Write> StreamWriter<W> {
         Ok(got)
     }
 
+    /// Data bytes in the chunks cut so far (all of them once every section is
+    /// complete): what the trailer's `total_len` will say.
+    pub fn data_bytes(&self) -> u64 {
+        self.total
+    }
+
     /// Bytes the current section can still take: what is left of an exact
     /// section, or of a streamed section's bound (0 when there is no section).
     pub fn section_room(&self) -> u64 {

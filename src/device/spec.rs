@@ -192,16 +192,22 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
             caps,
             attributes,
         } => {
-            let info = device_info(registry, vendor, device_type, attributes, caps.clone())?;
             let sim = registry.sim(vendor).ok_or_else(|| {
                 Error::new(
                     Code::DeviceSpec,
                     format!("plugin {vendor} has no simulated device"),
                 )
             })?;
+            // Simulation options (how busy the guest is) are not configuration.
+            let (options, config): (BTreeMap<_, _>, BTreeMap<_, _>) = attributes
+                .clone()
+                .into_iter()
+                .partition(|(k, _)| sim.sim_options().contains(&k.as_str()));
+            let info = device_info(registry, vendor, device_type, &config, caps.clone())?;
             // A host pinned to an older plugin window produces that window's newest
             // state version.
             let mut attributes = info.attributes.clone();
+            attributes.extend(options);
             if let Some(w) = versions {
                 attributes.insert("version".into(), w.newest.to_string());
             }

@@ -293,4 +293,11 @@ pub struct SimOptions {
 pub trait SimProvider: Send + Sync {
     /// A fresh simulated device state of `device_type`.
     fn sim_model(&self, device_type: &str, opts: &SimOptions) -> Result<Box<dyn sim::SimModel>, VendorError>;
+
+    /// Keys of a `sim:` spec that steer the simulation (how busy the guest is)
+    /// rather than configure the device: they reach [`SimOptions::attributes`]
+    /// but not [`VendorPlugin::configure`], and are not device attributes.
+    fn sim_options(&self) -> &'static [&'static str] {
+        &[]
+    }
 }

@@ -157,4 +157,8 @@ impl SimProvider for XePlugin {
         let ty = xe_type(device_type)?;
         Ok(Box::new(XeModel::new(ty, opts)?))
     }
+
+    fn sim_options(&self) -> &'static [&'static str] {
+        &[crate::SIM_DIRTY_KEY]
+    }
 }

@@ -459,6 +459,8 @@ impl XeModel {
     pub fn new(ty: XeType, opts: &SimOptions) -> Result<Self, VendorError> {
         let mut attrs = opts.attributes.clone();
         let dirty = attrs.remove(SIM_DIRTY_KEY);
+        // The broker's `versions=` sim option; Xe has one state version.
+        attrs.remove("version");
         let config = Config::parse(ty, &attrs)?;
         let pages = config.pages_per_tile().saturating_mul(u64::from(config.tiles));
         let dirty_at_save = match dirty {
