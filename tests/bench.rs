@@ -8,7 +8,16 @@ use std::process::Command;
 #[test]
 fn bench_reports_every_figure_and_target() {
     let out = Command::new(env!("CARGO_BIN_EXE_mdevmig"))
-        .args(["bench", "--device-type", "vgpu-64m", "--rounds", "2", "--json"])
+        .args([
+            "bench",
+            "--device-type",
+            "vgpu-64m",
+            "--xe-type",
+            "xe-vf-64m",
+            "--rounds",
+            "2",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -48,5 +57,13 @@ fn bench_reports_every_figure_and_target() {
     let reject = &v["reject_bad_header"];
     assert!(reject["small_us"].as_f64().unwrap() > 0.0);
     assert!(reject["big_bytes"].as_u64().unwrap() > reject["small_bytes"].as_u64().unwrap());
-    assert_eq!(v["targets"].as_array().unwrap().len(), 4);
+    let xe = &v["xe"];
+    assert_eq!(xe["device_type"], "xe-vf-64m");
+    assert!(xe["bytes"].as_u64().unwrap() > 64 << 20);
+    for m in ["save", "verify", "restore"] {
+        assert!(xe[m]["gbs"].as_f64().unwrap() > 0.0, "xe {m}");
+        let kib = xe[m]["peak_rss_kib"].as_u64().unwrap();
+        assert!(kib > 0 && kib < 64 * 1024, "xe {m} peak RSS {kib} KiB");
+    }
+    assert_eq!(v["targets"].as_array().unwrap().len(), 5);
 }

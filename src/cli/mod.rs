@@ -175,6 +175,10 @@ enum Command {
         /// Rounds of every measurement; each figure is the median of its rounds.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
         rounds: u32,
+        /// Xe VF type whose variable-length stream is saved, verified and
+        /// restored once (xe-vf-1g streams over 1 GiB).
+        #[arg(long, default_value = "xe-vf-1g")]
+        xe_type: String,
     },
     /// Scheduler labels: what this host offers and what a VM's state requires.
     Labels {
@@ -321,7 +325,11 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             policy,
         } => migrate::check(&device, &source, &policy.policy()?, out),
         Command::Labels { device } => Ok(migrate::labels(&device, out)?),
-        Command::Bench { device_type, rounds } => Ok(bench::run(&device_type, rounds as usize, out)?),
+        Command::Bench {
+            device_type,
+            rounds,
+            xe_type,
+        } => Ok(bench::run(&device_type, &xe_type, rounds as usize, out)?),
         Command::Plugins => Ok(plugins::run(out)?),
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
