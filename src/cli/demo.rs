@@ -25,10 +25,94 @@ fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, de
     device::open(&spec.parse::<DeviceSpec>()?, registry)
 }
 
+/// A variable-length device: an Intel Xe VF, whose packet stream's length the
+/// device knows only at its end, migrated; then a packet whose 64-bit `size` would
+/// size a kernel allocation refused before the device sees it.
+fn xe_step(
+    t: &mut String,
+    steps: &mut Vec<serde_json::Value>,
+    registry: &Registry,
+    key: &SigningKeyPair,
+    trust: &TrustStore,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let (src_spec, dst_spec) = ("sim:xe/xe-vf-64m,seed=43", "sim:xe/xe-vf-64m,seed=8");
+    let (mut src, _) = open(src_spec, registry)?;
+    let (mut dst, _) = open(dst_spec, registry)?;
+    let estimate = src.data_size()?;
+    let mut stream = Vec::new();
+    let saved = broker::save(&mut *src, registry, key, &mut stream, &SaveOptions::default())?;
+    let restored = broker::restore(&mut *dst, registry, trust, &stream[..], &RestoreOptions::default())?;
+    let bound = saved.header.sections.first().map_or(0, |s| s.length);
+    let same = saved.state_digest.is_some() && saved.state_digest == restored.state_digest;
+    let _ = writeln!(
+        t,
+        "\n6. Variable-length state. A passthrough vGPU (here a simulated Intel Xe VF, {src_spec})"
+    );
+    let _ = writeln!(
+        t,
+        "   emits self-describing packets whose total is known only at the device's end of data."
+    );
+    let _ = writeln!(
+        t,
+        "   MIG_DATA_SIZE estimate {estimate} bytes; the device gave {} bytes. The header",
+        saved.raw_bytes
+    );
+    let _ = writeln!(
+        t,
+        "   declared a bound of {bound}, and a signed end record fixed the final length."
+    );
+    let _ = writeln!(
+        t,
+        "   restored into {dst_spec}, every packet checked by the Xe plugin as it streamed: {}",
+        if same { "MATCH" } else { "MISMATCH" }
+    );
+    steps.push(json!({"step": "xe", "estimate": estimate, "bytes": saved.raw_bytes, "bound": bound, "match": same}));
+    if !same {
+        return Err(Error::new(Code::Internal, "demo: Xe digests differ after restore"));
+    }
+    // A raw image as a hostile source would make it: the descriptor, then a VRAM
+    // packet whose size field is 2^63 (the driver sizes kvzalloc() from it).
+    use mdevmig_xe::format::{encode_descriptor, packet, Header, PacketType};
+    let mut raw = packet(PacketType::DESCRIPTOR, 0, 0, 0, &encode_descriptor(0xe20b, 0));
+    raw.extend_from_slice(&Header::new(PacketType::VRAM, 0, 0, 0, 1 << 63).encode());
+    raw.extend_from_slice(&[0u8; 4096]);
+    let image = dir.join("hostile-xe.raw");
+    std::fs::write(&image, &raw).map_err(|e| Error::io(Code::IoWrite, image.display(), &e))?;
+    let file_spec = format!("file:{},plugin=xe,type=xe-vf-64m", image.display());
+    let (mut file_dev, _) = open(&file_spec, registry)?;
+    let mut hostile = Vec::new();
+    broker::save(&mut *file_dev, registry, key, &mut hostile, &SaveOptions::default())?;
+    let (mut victim, _) = open(dst_spec, registry)?;
+    let before = victim.state_digest();
+    let e = broker::restore(&mut *victim, registry, trust, &hostile[..], &RestoreOptions::default())
+        .err()
+        .ok_or_else(|| Error::new(Code::Internal, "demo: a 2^63-byte Xe packet was accepted"))?;
+    let untouched = victim.state_digest() == before && victim.state()? == device::MigState::Running;
+    let _ = writeln!(
+        t,
+        "   a signed stream whose VRAM packet claims size 2^63: error[{}] {}",
+        e.code, e.message
+    );
+    let _ = writeln!(
+        t,
+        "     destination: {}",
+        if untouched {
+            "state unchanged, device RUNNING: the kernel never saw the size"
+        } else {
+            "CHANGED"
+        }
+    );
+    steps.push(json!({"step": "xe_hostile", "code": e.code.as_str(), "untouched": untouched}));
+    Ok(())
+}
+
 /// Runs the demo for `sim:<vendor>/<device_type>`.
 pub fn run(device_type: &str, out: Out) -> Result<()> {
     let vendor = if device_type.starts_with("mtty") {
         "mtty"
+    } else if device_type.starts_with("xe-") {
+        "xe"
     } else {
         "simgpu"
     };
@@ -265,6 +349,9 @@ fn run_for(vendor: &str, device_type: &str, out: Out) -> Result<()> {
         e.code, e.message
     );
     steps.push(json!({"step": "untrusted", "code": e.code.as_str()}));
+    if vendor != "xe" {
+        xe_step(&mut t, &mut steps, &registry, &source_key, &trust, &dir.0)?;
+    }
     let _ = writeln!(
         t,
         "\ndone in {:.1} s. Next: `mdevmig save --help`, `mdevmig restore --help`, spec/wire-format.md",
