@@ -6,7 +6,12 @@
 //! plugin is only ever asked about device types it lists (seed 004: GVT-g state must
 //! never reach an NVIDIA parser).
 
-use mdevmig_plugin_api::{SimProvider, VendorPlugin};
+use std::collections::BTreeMap;
+
+use mdevmig_plugin_api::{
+    DeviceInfo, SectionKind, SectionLayout, SectionSpec, SimProvider, VendorError, VendorPlugin,
+    VersionWindow,
+};
 
 use crate::error::{Code, Error, Result};
 
@@ -14,6 +19,7 @@ use crate::error::{Code, Error, Result};
 pub struct Registry {
     plugins: Vec<Box<dyn VendorPlugin>>,
     sims: Vec<(&'static str, Box<dyn SimProvider>)>,
+    opaque: Vec<OpaquePlugin>,
 }
 
 impl Default for Registry {
@@ -37,7 +43,22 @@ impl Registry {
                 ("simgpu", Box::new(mdevmig_simgpu::SimGpuPlugin::new())),
                 ("xe", Box::new(mdevmig_xe::XePlugin::new())),
             ],
+            opaque: Vec::new(),
         }
+    }
+
+    /// The same registry, also answering for each of `vendors` that has no
+    /// plugin with an [`OpaquePlugin`]: the operator's explicit choice to move
+    /// state it cannot validate. A vendor that has a plugin keeps it.
+    pub fn allow_opaque<'a>(mut self, vendors: impl IntoIterator<Item = &'a String>) -> Self {
+        for v in vendors {
+            if self.plugins.iter().all(|p| p.vendor() != v.as_str())
+                && self.opaque.iter().all(|o| o.vendor != *v)
+            {
+                self.opaque.push(OpaquePlugin { vendor: v.clone() });
+            }
+        }
+        self
     }
 
     /// A registry of exactly these plugins (tests, embedders).
@@ -45,6 +66,7 @@ impl Registry {
         Registry {
             plugins,
             sims: Vec::new(),
+            opaque: Vec::new(),
         }
     }
 
@@ -56,20 +78,33 @@ impl Registry {
             .map(|(_, s)| s.as_ref())
     }
 
-    /// The plugin for `vendor`, if any.
+    /// The plugin for `vendor`, if any (an opaque stand-in only where allowed).
     pub fn vendor(&self, vendor: &str) -> Option<&dyn VendorPlugin> {
         self.plugins
             .iter()
             .find(|p| p.vendor() == vendor)
             .map(|p| p.as_ref())
+            .or_else(|| {
+                self.opaque
+                    .iter()
+                    .find(|o| o.vendor == vendor)
+                    .map(|o| o as &dyn VendorPlugin)
+            })
     }
 
     /// The plugin for a stream's vendor and device type.
     pub fn for_state(&self, vendor: &str, device_type: &str) -> Result<&dyn VendorPlugin> {
         let p = self
             .vendor(vendor)
-            .ok_or_else(|| Error::new(Code::NoPlugin, format!("no plugin handles vendor {vendor:?}")))?;
-        if !p.device_types().contains(&device_type) {
+            .ok_or_else(|| {
+                Error::new(
+                    Code::NoPlugin,
+                    format!(
+                        "no plugin handles vendor {vendor:?}; to move its state unvalidated, an operator must allow it by name (--allow-opaque {vendor}, or allow_opaque in the policy)"
+                    ),
+                )
+            })?;
+        if !p.opaque() && !p.device_types().contains(&device_type) {
             return Err(Error::new(
                 Code::TypeMismatch,
                 format!("plugin {vendor} does not handle device type {device_type:?}"),
@@ -81,6 +116,104 @@ impl Registry {
     /// All plugins.
     pub fn iter(&self) -> impl Iterator<Item = &dyn VendorPlugin> {
         self.plugins.iter().map(|p| p.as_ref())
+    }
+}
+
+/// The bound on an opaque vendor's state: the envelope's streamed section for it
+/// declares this, and a source device that yields more is refused. 256 GiB is
+/// above the device memory of any single GPU partition sold today.
+pub const OPAQUE_MAX_LEN: u64 = 256 << 30;
+
+/// The single section an opaque vendor's state travels in.
+pub const OPAQUE_SECTION: &str = "opaque.state";
+
+/// A stand-in for a vendor whose state format is closed (NVIDIA's vGPU, say),
+/// used only when the operator allows that vendor by name (policy
+/// `allow_opaque`, flag `--allow-opaque`). The state travels authenticated and
+/// bound to its header like any other, as one streamed section read to the
+/// device's end of data, but nothing checks its content: the kernel driver is
+/// the only validator. Device type and configuration attributes still have to
+/// match exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpaquePlugin {
+    vendor: String,
+}
+
+impl OpaquePlugin {
+    fn spec() -> SectionSpec {
+        SectionSpec {
+            name: OPAQUE_SECTION.into(),
+            version: 1,
+            required: true,
+            capability: None,
+            max_len: OPAQUE_MAX_LEN,
+            kind: SectionKind::Bulk,
+            streamed: true,
+        }
+    }
+}
+
+impl VendorPlugin for OpaquePlugin {
+    fn vendor(&self) -> &str {
+        &self.vendor
+    }
+
+    fn opaque(&self) -> bool {
+        true
+    }
+
+    fn plugin_version(&self) -> &'static str {
+        "opaque"
+    }
+
+    fn device_types(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn produces(&self, _device_type: &str) -> Option<VersionWindow> {
+        Some(VersionWindow::new(1, 1))
+    }
+
+    fn loads(&self, _device_type: &str) -> Option<VersionWindow> {
+        Some(VersionWindow::new(1, 1))
+    }
+
+    fn configure(
+        &self,
+        _device_type: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> std::result::Result<BTreeMap<String, String>, VendorError> {
+        Ok(attributes.clone())
+    }
+
+    fn sections(
+        &self,
+        _device: &DeviceInfo,
+        _version: u32,
+    ) -> std::result::Result<Vec<SectionSpec>, VendorError> {
+        Ok(vec![Self::spec()])
+    }
+
+    fn layout(
+        &self,
+        _device: &DeviceInfo,
+        _version: u32,
+        raw_len: u64,
+    ) -> std::result::Result<Vec<SectionLayout>, VendorError> {
+        Ok(vec![SectionLayout {
+            spec: Self::spec(),
+            framing_len: 0,
+            len: raw_len,
+        }])
+    }
+
+    fn validate_section(
+        &self,
+        _device: &DeviceInfo,
+        _spec: &SectionSpec,
+        _data: &[u8],
+    ) -> std::result::Result<(), VendorError> {
+        Ok(())
     }
 }
 

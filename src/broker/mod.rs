@@ -163,7 +163,12 @@ impl RawSource<'_> {
     /// Copies a streamed section from the device into `w` until the device's end
     /// of data (or, for a section left out, reads and discards it); a device that
     /// yields more than the section's bound is refused. Returns the final length.
-    fn stream_section<W: Write>(&mut self, w: Option<&mut StreamWriter<W>>, bound: u64, name: &str) -> Result<u64> {
+    fn stream_section<W: Write>(
+        &mut self,
+        w: Option<&mut StreamWriter<W>>,
+        bound: u64,
+        name: &str,
+    ) -> Result<u64> {
         let over = || {
             Error::new(
                 Code::DeviceOverBound,
@@ -609,7 +614,11 @@ fn restore_inner(
     };
     // The record validator of the record-structured section in progress.
     let mut records: Option<(usize, Box<dyn RecordValidator>)> = None;
-    let mut emit = |idx: usize, data: &[u8], sink: &mut Sink, records: &mut Option<(usize, Box<dyn RecordValidator>)>| -> Result<()> {
+    let mut emit = |idx: usize,
+                    data: &[u8],
+                    sink: &mut Sink,
+                    records: &mut Option<(usize, Box<dyn RecordValidator>)>|
+     -> Result<()> {
         let (v, s) = (&verdict.sections[idx], &header.sections[idx]);
         if let (Action::Send, Some(spec)) = (v.action, &v.spec) {
             if spec.kind == SectionKind::Records {

@@ -460,7 +460,11 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
         xe.bytes,
         xe.bytes as f64 / (1u64 << 30) as f64
     ));
-    for (name, r) in [("save", &xe.save), ("verify", &xe.verify), ("restore", &xe.restore)] {
+    for (name, r) in [
+        ("save", &xe.save),
+        ("verify", &xe.verify),
+        ("restore", &xe.restore),
+    ] {
         t.push_str(&format!(
             "  {name:<20} {:>6.2} GB/s   {:>6.2}x SHA-256   {:>5.1} MiB peak RSS\n",
             xe_gbs(r),

@@ -42,7 +42,13 @@ fn xe_step(
     let estimate = src.data_size()?;
     let mut stream = Vec::new();
     let saved = broker::save(&mut *src, registry, key, &mut stream, &SaveOptions::default())?;
-    let restored = broker::restore(&mut *dst, registry, trust, &stream[..], &RestoreOptions::default())?;
+    let restored = broker::restore(
+        &mut *dst,
+        registry,
+        trust,
+        &stream[..],
+        &RestoreOptions::default(),
+    )?;
     let bound = saved.header.sections.first().map_or(0, |s| s.length);
     let same = saved.state_digest.is_some() && saved.state_digest == restored.state_digest;
     let _ = writeln!(
@@ -67,9 +73,14 @@ fn xe_step(
         "   restored into {dst_spec}, every packet checked by the Xe plugin as it streamed: {}",
         if same { "MATCH" } else { "MISMATCH" }
     );
-    steps.push(json!({"step": "xe", "estimate": estimate, "bytes": saved.raw_bytes, "bound": bound, "match": same}));
+    steps.push(
+        json!({"step": "xe", "estimate": estimate, "bytes": saved.raw_bytes, "bound": bound, "match": same}),
+    );
     if !same {
-        return Err(Error::new(Code::Internal, "demo: Xe digests differ after restore"));
+        return Err(Error::new(
+            Code::Internal,
+            "demo: Xe digests differ after restore",
+        ));
     }
     // A raw image as a hostile source would make it: the descriptor, then a VRAM
     // packet whose size field is 2^63 (the driver sizes kvzalloc() from it).
@@ -82,12 +93,24 @@ fn xe_step(
     let file_spec = format!("file:{},plugin=xe,type=xe-vf-64m", image.display());
     let (mut file_dev, _) = open(&file_spec, registry)?;
     let mut hostile = Vec::new();
-    broker::save(&mut *file_dev, registry, key, &mut hostile, &SaveOptions::default())?;
+    broker::save(
+        &mut *file_dev,
+        registry,
+        key,
+        &mut hostile,
+        &SaveOptions::default(),
+    )?;
     let (mut victim, _) = open(dst_spec, registry)?;
     let before = victim.state_digest();
-    let e = broker::restore(&mut *victim, registry, trust, &hostile[..], &RestoreOptions::default())
-        .err()
-        .ok_or_else(|| Error::new(Code::Internal, "demo: a 2^63-byte Xe packet was accepted"))?;
+    let e = broker::restore(
+        &mut *victim,
+        registry,
+        trust,
+        &hostile[..],
+        &RestoreOptions::default(),
+    )
+    .err()
+    .ok_or_else(|| Error::new(Code::Internal, "demo: a 2^63-byte Xe packet was accepted"))?;
     let untouched = victim.state_digest() == before && victim.state()? == device::MigState::Running;
     let _ = writeln!(
         t,

@@ -110,7 +110,7 @@ pub struct SaveArgs<'a> {
 }
 
 pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
-    let registry = Registry::builtin();
+    let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
     let key = SigningKeyPair::load(a.key)?;
     let spec: DeviceSpec = a.device.parse()?;
     let (mut dev, host) = device::open(&spec, &registry)?;
@@ -206,7 +206,7 @@ pub struct RestoreArgs<'a> {
 }
 
 pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
-    let registry = Registry::builtin();
+    let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
     let trust = TrustStore::load(a.trust)?;
     let spec: DeviceSpec = a.device.parse()?;
     let (mut dev, host) = device::open(&spec, &registry)?;
@@ -249,12 +249,16 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
             format!(", skipped {}", skipped.join(", "))
         }
     );
+    if report.verdict.opaque {
+        text.push_str(&format!("{}\n", opaque_warning(&h.vendor)));
+    }
     if let Some(d) = report.state_digest {
         text.push_str(&format!("state-digest: {}\n", hex(&d)));
     }
     out.ok(
         &text,
         json!({
+            "opaque": report.verdict.opaque,
             "vendor": h.vendor, "device_type": h.device_type, "state_version": h.state_version,
             "written": report.written, "device_state": report.final_state.to_string(),
             "skipped": skipped, "verdict": report.verdict,
@@ -264,12 +268,19 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     Ok(())
 }
 
+/// What every report says of a vendor moved without a plugin.
+pub fn opaque_warning(vendor: &str) -> String {
+    format!(
+        "OPAQUE: {vendor} has no plugin here; the operator allowed its state unvalidated. It is authenticated and its type and configuration matched, but nothing checked its content before the kernel driver."
+    )
+}
+
 fn file_len(p: &str) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-pub fn describe(device: &str, out: Out) -> Result<()> {
-    let registry = Registry::builtin();
+pub fn describe(device: &str, allow_opaque: &[String], out: Out) -> Result<()> {
+    let registry = Registry::builtin().allow_opaque(allow_opaque);
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
     let d = descriptor::describe(&*dev, &registry, host.versions)?;
     let w = |w: Option<descriptor::Window>| {
@@ -288,6 +299,9 @@ pub fn describe(device: &str, out: Out) -> Result<()> {
         w(d.produce),
         w(d.load)
     );
+    if d.opaque {
+        t.push_str(&format!("  {}\n", opaque_warning(&d.vendor)));
+    }
     let attrs: Vec<String> = d.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
     t.push_str(&format!(
         "  configuration: {}\n",
@@ -330,7 +344,7 @@ pub fn describe(device: &str, out: Out) -> Result<()> {
 }
 
 pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::result::Result<(), super::Fail> {
-    let registry = Registry::builtin();
+    let registry = Registry::builtin().allow_opaque(&policy.allow_opaque);
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
     let src = Descriptor::load(source)?;
     let plugin = registry.vendor(&dev.info().vendor);
@@ -350,6 +364,9 @@ pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::resu
         dev.info().vendor,
         dev.info().device_type
     );
+    if r.verdict.opaque {
+        t.push_str(&format!("  {}\n", opaque_warning(&src.vendor)));
+    }
     t.push_str(&format!(
         "  migration: live {}, cold {}\n",
         if r.kinds.live { "possible" } else { "impossible" },

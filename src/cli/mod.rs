@@ -10,8 +10,8 @@ mod bench;
 mod demo;
 mod inspect;
 pub mod migrate;
-mod plugins;
 pub mod output;
+mod plugins;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,10 @@ pub struct PolicyArgs {
     /// Refuse this state version; repeatable.
     #[arg(long = "refuse-version")]
     refuse_version: Vec<u32>,
+    /// Let this vendor's state travel although no plugin here validates it
+    /// (authenticated, type and configuration matched, content unchecked); repeatable.
+    #[arg(long = "allow-opaque")]
+    allow_opaque: Vec<String>,
 }
 
 impl PolicyArgs {
@@ -65,6 +69,7 @@ impl PolicyArgs {
             p.pin_version = self.pin_version;
         }
         p.refuse_versions.extend(self.refuse_version.iter().copied());
+        p.allow_opaque.extend(self.allow_opaque.iter().cloned());
         Ok(p)
     }
 }
@@ -155,6 +160,10 @@ enum Command {
         /// The device spec.
         #[arg(long)]
         device: String,
+        /// Describe this vendor's device although no plugin here knows it (its
+        /// state would travel unvalidated); repeatable.
+        #[arg(long = "allow-opaque")]
+        allow_opaque: Vec<String>,
     },
     /// Pre-check: can the state of the device a descriptor describes go to this device?
     Check {
@@ -318,7 +327,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             },
             out,
         )?),
-        Command::Describe { device } => Ok(migrate::describe(&device, out)?),
+        Command::Describe { device, allow_opaque } => Ok(migrate::describe(&device, &allow_opaque, out)?),
         Command::Check {
             device,
             source,

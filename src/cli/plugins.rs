@@ -90,7 +90,11 @@ pub fn run(out: Out) -> Result<()> {
             p["stream"].as_str().unwrap_or_default(),
             w(&p["produce"]),
             w(&p["load"]),
-            if p["simulated"] == true { ", simulated as sim:<vendor>/<type>" } else { "" },
+            if p["simulated"] == true {
+                ", simulated as sim:<vendor>/<type>"
+            } else {
+                ""
+            },
         ));
         for t in p["device_types"].as_array().into_iter().flatten() {
             let attrs: Vec<String> = t["attributes"]
@@ -102,7 +106,11 @@ pub fn run(out: Out) -> Result<()> {
             text.push_str(&format!(
                 "  {:<16} {}\n",
                 t["name"].as_str().unwrap_or_default(),
-                if attrs.is_empty() { "-".into() } else { attrs.join(" ") }
+                if attrs.is_empty() {
+                    "-".into()
+                } else {
+                    attrs.join(" ")
+                }
             ));
         }
     }

@@ -258,11 +258,11 @@ impl<W: Write> StreamWriter<W> {
     /// Bytes the current section can still take: what is left of an exact
     /// section, or of a streamed section's bound (0 when there is no section).
     pub fn section_room(&self) -> u64 {
-        self.header
-            .header
-            .sections
-            .get(self.section)
-            .map_or(0, |s| s.length.saturating_sub(self.offset).saturating_sub(len64(self.fill)))
+        self.header.header.sections.get(self.section).map_or(0, |s| {
+            s.length
+                .saturating_sub(self.offset)
+                .saturating_sub(len64(self.fill))
+        })
     }
 
     /// Ends the current streamed section: writes its last (short) chunk and the
@@ -276,7 +276,10 @@ impl<W: Write> StreamWriter<W> {
         if !sec.streamed() {
             return Err(Error::new(
                 Code::Internal,
-                format!("section {} has an exact length; only streamed sections end", sec.name),
+                format!(
+                    "section {} has an exact length; only streamed sections end",
+                    sec.name
+                ),
             ));
         }
         self.flush_chunk()?;
@@ -893,10 +896,7 @@ impl<R: Read> StreamReader<R> {
         if end.seq < self.seq {
             return Err(Error::new(
                 Code::ChunkDuplicated,
-                format!(
-                    "an end record from before chunk {} arrived again",
-                    end.seq
-                ),
+                format!("an end record from before chunk {} arrived again", end.seq),
             ));
         }
         if usize::from(end.section_index) != self.section {

@@ -127,6 +127,10 @@ pub struct Descriptor {
     pub broker_version: String,
     /// Vendor plugin version.
     pub plugin_version: String,
+    /// The vendor has no plugin on this host and the operator allowed its state
+    /// opaque: it is authenticated but never validated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub opaque: bool,
     /// Present in `describe --json` output; ignored when read back.
     #[serde(default, skip_serializing)]
     pub ok: Option<bool>,
@@ -278,6 +282,7 @@ pub fn describe(
         versions,
         broker_version: env!("CARGO_PKG_VERSION").into(),
         plugin_version: plugin.plugin_version().into(),
+        opaque: plugin.opaque(),
         ok: None,
     })
 }
@@ -430,6 +435,7 @@ pub fn check(
                 state_version: v,
                 sections: Vec::new(),
                 reasons: vec![r],
+                opaque: false,
             },
         }
     };

@@ -29,6 +29,11 @@
 //!    * unknown and optional: **skip**; unknown and required: **fail**
 //!      (`compat.unknown_required_section`);
 //!    * the operator may also skip any optional section by name.
+//!
+//! A vendor with no plugin is `compat.no_plugin` unless the operator allowed it
+//! by name (`allow_opaque`): then the registry answers with an opaque stand-in,
+//! rules 1 and 2 still apply, its one section is sent unvalidated, and the
+//! verdict says `opaque`.
 
 pub mod descriptor;
 
@@ -50,6 +55,10 @@ pub struct Policy {
     pub pin_version: Option<u32>,
     /// State versions this destination refuses.
     pub refuse_versions: BTreeSet<u32>,
+    /// Vendors with no plugin whose state may travel unvalidated (authenticated,
+    /// type and configuration matched, content unchecked). Empty by default:
+    /// a vendor without a plugin is refused unless the operator names it here.
+    pub allow_opaque: BTreeSet<String>,
 }
 
 /// What happens to a section.
@@ -127,6 +136,11 @@ pub struct Verdict {
     pub sections: Vec<SectionVerdict>,
     /// Every reason the migration cannot happen (empty when compatible).
     pub reasons: Vec<Reason>,
+    /// The vendor has no plugin here and the operator allowed its state opaque:
+    /// authenticated, but its content is not validated by anything but the
+    /// kernel driver.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub opaque: bool,
 }
 
 impl Verdict {
@@ -211,6 +225,7 @@ pub fn evaluate(
                 state_version: v,
                 sections,
                 reasons,
+                opaque: false,
             }
         }
         (None, _) | (_, None) if reasons.is_empty() => {
@@ -226,6 +241,7 @@ pub fn evaluate(
                 state_version: v,
                 sections,
                 reasons,
+                opaque: false,
             };
         }
         _ => {
@@ -234,6 +250,7 @@ pub fn evaluate(
                 state_version: v,
                 sections,
                 reasons,
+                opaque: false,
             }
         }
     };
@@ -361,6 +378,7 @@ pub fn evaluate(
         state_version: v,
         sections,
         reasons,
+        opaque: plugin.opaque(),
     }
 }
 

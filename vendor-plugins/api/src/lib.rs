@@ -171,7 +171,14 @@ pub enum SectionConversion {
 /// any input: every method that sees state bytes sees untrusted bytes.
 pub trait VendorPlugin: Send + Sync {
     /// Vendor id carried in the envelope header.
-    fn vendor(&self) -> &'static str;
+    fn vendor(&self) -> &str;
+
+    /// True only for the broker's stand-in for a vendor that has no plugin, which
+    /// an operator allowed by name: such state is authenticated but its content
+    /// is never validated, and every report says so.
+    fn opaque(&self) -> bool {
+        false
+    }
 
     /// The plugin's own software version (semver), reported in descriptors.
     fn plugin_version(&self) -> &'static str;
@@ -243,7 +250,11 @@ pub trait VendorPlugin: Send + Sync {
         let _ = device;
         Err(VendorError::new(
             "vendor.no_record_validator",
-            format!("{} has no record validator for section {}", self.vendor(), spec.name),
+            format!(
+                "{} has no record validator for section {}",
+                self.vendor(),
+                spec.name
+            ),
         ))
     }
 
