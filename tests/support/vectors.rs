@@ -834,7 +834,12 @@ fn streamed_vectors(add: &mut Add<'_>) {
     over_bound.extend(signed_chunk(
         &k,
         &over[..ohl],
-        ChunkRecord { section_index: 0, data_len: 4096, seq: 2, offset: 8192 },
+        ChunkRecord {
+            section_index: 0,
+            data_len: 4096,
+            seq: 2,
+            offset: 8192,
+        },
         &pattern(4096, 8),
     ));
     add(
@@ -845,7 +850,15 @@ fn streamed_vectors(add: &mut Add<'_>) {
         "a signed third chunk of 4096 bytes where the section's bound of 9000 leaves 808",
     );
     let mut len_mismatch = join(&[0, 1, 2]);
-    len_mismatch.extend(signed_end(&k, &hb, SectionEnd { section_index: 0, seq: 3, length: 9001 }));
+    len_mismatch.extend(signed_end(
+        &k,
+        &hb,
+        SectionEnd {
+            section_index: 0,
+            seq: 3,
+            length: 9001,
+        },
+    ));
     len_mismatch.extend(part(4));
     len_mismatch.extend(part(5));
     add(
@@ -927,7 +940,12 @@ fn streamed_vectors(add: &mut Add<'_>) {
     after_short.extend(signed_chunk(
         &k,
         &hb,
-        ChunkRecord { section_index: 0, data_len: 100, seq: 3, offset: 9000 },
+        ChunkRecord {
+            section_index: 0,
+            data_len: 100,
+            seq: 3,
+            offset: 9000,
+        },
         &pattern(100, 9),
     ));
     add(
@@ -947,7 +965,15 @@ fn streamed_vectors(add: &mut Add<'_>) {
         "a reserved byte of the end record set",
     );
     let mut end_in_exact = join(&[0, 1, 2, 3]);
-    end_in_exact.extend(signed_end(&k, &hb, SectionEnd { section_index: 1, seq: 3, length: 50 }));
+    end_in_exact.extend(signed_end(
+        &k,
+        &hb,
+        SectionEnd {
+            section_index: 1,
+            seq: 3,
+            length: 50,
+        },
+    ));
     end_in_exact.extend(join(&[4, 5]).split_off(hlen));
     add(
         "streamed-end-in-exact-section",
@@ -972,7 +998,12 @@ fn streamed_vectors(add: &mut Add<'_>) {
     zero_data.extend(signed_chunk(
         &k,
         &zero[..zl],
-        ChunkRecord { section_index: 0, data_len: 1, seq: 0, offset: 0 },
+        ChunkRecord {
+            section_index: 0,
+            data_len: 1,
+            seq: 0,
+            offset: 0,
+        },
         &[1],
     ));
     add(
@@ -983,7 +1014,15 @@ fn streamed_vectors(add: &mut Add<'_>) {
         "a signed one-byte chunk in a streamed section of bound 0",
     );
     let mut end_at_trailer = join(&[0, 1, 2, 3, 4]);
-    end_at_trailer.extend(signed_end(&k, &hb, SectionEnd { section_index: 1, seq: 4, length: 50 }));
+    end_at_trailer.extend(signed_end(
+        &k,
+        &hb,
+        SectionEnd {
+            section_index: 1,
+            seq: 4,
+            length: 50,
+        },
+    ));
     end_at_trailer.extend(part(5));
     add(
         "streamed-end-where-trailer-due",
@@ -1005,7 +1044,12 @@ fn streamed_vectors(add: &mut Add<'_>) {
     wrong_offset.extend(signed_chunk(
         &k,
         &hb,
-        ChunkRecord { section_index: 0, data_len: 4096, seq: 1, offset: 4095 },
+        ChunkRecord {
+            section_index: 0,
+            data_len: 4096,
+            seq: 1,
+            offset: 4095,
+        },
         &pattern(4096, 11),
     ));
     add(
@@ -1051,7 +1095,10 @@ fn streamed_vectors(add: &mut Add<'_>) {
     tail_mismatch.extend(signed_trailer(
         &k,
         &hb,
-        mdevmig::codec::Trailer { chunk_count: 4, total_len: 16384 + 50 },
+        mdevmig::codec::Trailer {
+            chunk_count: 4,
+            total_len: 16384 + 50,
+        },
     ));
     add(
         "streamed-trailer-at-bound",
@@ -1090,7 +1137,10 @@ fn multi_fault_vectors(add: &mut Add<'_>, single_bytes: &[u8], multi_bytes: &[u8
         "two-faults-chunk-size-then-attributes",
         raw_header(&k, |h| {
             h.chunk_size = 5000;
-            h.attrs = vec![(b"ports".to_vec(), b"2".to_vec()), (b"heads".to_vec(), b"1".to_vec())];
+            h.attrs = vec![
+                (b"ports".to_vec(), b"2".to_vec()),
+                (b"heads".to_vec(), b"1".to_vec()),
+            ];
         }),
         "format.bad_chunk_size",
         None,
@@ -1112,7 +1162,10 @@ fn multi_fault_vectors(add: &mut Add<'_>, single_bytes: &[u8], multi_bytes: &[u8
     add(
         "two-faults-section-flags-then-length",
         raw_header(&k, |h| {
-            h.sections = vec![(b"a".to_vec(), 1, 0x0004, 1), (b"b".to_vec(), 1, 0, (1 << 40) + 1)]
+            h.sections = vec![
+                (b"a".to_vec(), 1, 0x0004, 1),
+                (b"b".to_vec(), 1, 0, (1 << 40) + 1),
+            ]
         }),
         "format.unknown_flags",
         None,
@@ -1227,7 +1280,10 @@ fn multi_fault_vectors(add: &mut Add<'_>, single_bytes: &[u8], multi_bytes: &[u8
     mismatch_trailing.extend(signed_trailer(
         &k,
         &multi_bytes[..hlen],
-        mdevmig::codec::Trailer { chunk_count: 6, total_len: 15000 },
+        mdevmig::codec::Trailer {
+            chunk_count: 6,
+            total_len: 15000,
+        },
     ));
     mismatch_trailing.extend_from_slice(b"x");
     add(
