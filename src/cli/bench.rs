@@ -39,7 +39,7 @@ pub fn report_rss() {
         return;
     }
     if let Some(kib) = peak_rss_kib() {
-        eprintln!("peak-rss-kib: {kib}");
+        super::output::say_err(&format!("peak-rss-kib: {kib}\n"));
     }
 }
 
@@ -340,7 +340,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
     let src = format!("sim:simgpu/{device_type},seed=11");
     let dst = format!("sim:simgpu/{device_type},seed=12");
     let stream = tmp.0.join("state.mdm").to_string_lossy().into_owned();
-    let p = |s: &str| eprintln!("bench: {s}");
+    let p = |s: &str| super::output::say_err(&format!("bench: {s}\n"));
 
     let (mut sha_runs, mut ref_runs, mut pipe_runs) = (Runs::default(), Runs::default(), Runs::default());
     let (mut save_runs, mut verify_runs, mut spr_runs) = (Runs::default(), Runs::default(), Runs::default());

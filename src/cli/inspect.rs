@@ -162,9 +162,9 @@ pub(super) fn run(file: &str, trust: Option<&Path>, out: Out) -> std::result::Re
             v["error"] =
                 json!({"code": p.code.as_str(), "message": p.message, "exit_status": p.code.exit_status()});
         }
-        println!("{v}");
+        super::output::say(&format!("{v}\n"));
     } else {
-        print!("{text}");
+        super::output::say(&super::output::printable(&text));
     }
     match w.problem {
         Some(p) => Err(super::Fail {

@@ -56,18 +56,18 @@ impl<T> Progress<T> {
             .unwrap_or(0);
         let bar = "#".repeat((pct / 4) as usize);
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
-        eprint!(
+        super::output::say_err(&format!(
             "\r{} [{bar:<25}] {pct:>3}% {:>6} MiB  {:>6.0} MiB/s",
             self.label,
             self.done >> 20,
             self.done as f64 / secs / 1048576.0
-        );
+        ));
     }
 
     /// Clears the progress line.
     pub fn finish(&self) {
         if self.enabled {
-            eprint!("\r{:80}\r", "");
+            super::output::say_err(&format!("\r{:80}\r", ""));
         }
     }
 }
@@ -184,9 +184,9 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         if out.json {
             let mut v = value;
             v["ok"] = json!(true);
-            eprintln!("{v}");
+            super::output::say_err(&format!("{v}\n"));
         } else {
-            eprint!("{text}");
+            super::output::say_err(&super::output::printable(&text));
         }
     } else {
         out.ok(&text, value);

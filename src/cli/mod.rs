@@ -249,7 +249,11 @@ pub fn main() -> u8 {
             json_done: false,
         }) => out.error(&err),
         Err(Fail { err, json_done: true }) => {
-            eprintln!("error[{}]: {}", err.code, err.message);
+            output::say_err(&format!(
+                "error[{}]: {}\n",
+                err.code,
+                output::printable(&err.message)
+            ));
             err.code.exit_status()
         }
     }

@@ -176,10 +176,15 @@ impl Descriptor {
                 ));
             }
         }
+        d.check_strings()?;
         for (v, vd) in &d.versions {
             let n: u32 = v
                 .parse()
-                .map_err(|_| Error::new(Code::BadDescriptor, format!("version key {v:?} is not a number")))?;
+                .ok()
+                .filter(|n: &u32| n.to_string() == *v)
+                .ok_or_else(|| {
+                    Error::new(Code::BadDescriptor, format!("version key {v:?} is not a number"))
+                })?;
             if vd.min_version == 0 || vd.min_version > n {
                 return Err(Error::new(
                     Code::BadDescriptor,
@@ -188,6 +193,57 @@ impl Descriptor {
             }
         }
         Ok(d)
+    }
+
+    /// Every name in a descriptor follows the envelope's alphabets (`wire-format.md`
+    /// §2-3), so a descriptor from management cannot carry control characters or
+    /// look-alike text into a terminal, a log or a header; the free-text version
+    /// strings are printable ASCII.
+    fn check_strings(&self) -> Result<()> {
+        use crate::codec::limits::{MAX_ATTR_LEN, MAX_SECTION_NAME_LEN, MAX_TYPE_LEN, MAX_VENDOR_LEN};
+        let bad = |e: Error| Error::new(Code::BadDescriptor, e.message);
+        crate::codec::check_name("vendor", self.vendor.as_bytes(), MAX_VENDOR_LEN).map_err(bad)?;
+        crate::codec::check_name("device_type", self.device_type.as_bytes(), MAX_TYPE_LEN).map_err(bad)?;
+        for (k, v) in &self.attributes {
+            crate::codec::check_name("attribute name", k.as_bytes(), MAX_ATTR_LEN).map_err(bad)?;
+            crate::codec::header::check_value(v.as_bytes()).map_err(bad)?;
+        }
+        for c in &self.capabilities {
+            crate::codec::check_name("capability", c.as_bytes(), MAX_SECTION_NAME_LEN).map_err(bad)?;
+        }
+        for s in self.versions.values().flat_map(|v| &v.sections) {
+            crate::codec::check_name("section name", s.name.as_bytes(), MAX_SECTION_NAME_LEN).map_err(bad)?;
+            if let Some(c) = &s.capability {
+                crate::codec::check_name("capability", c.as_bytes(), MAX_SECTION_NAME_LEN).map_err(bad)?;
+            }
+            if !matches!(s.kind.as_str(), "structured" | "bulk" | "records") {
+                return Err(Error::new(
+                    Code::BadDescriptor,
+                    format!("section {}: kind is not structured, bulk or records", s.name),
+                ));
+            }
+        }
+        for f in &self.migration_flags {
+            if !matches!(f.as_str(), "STOP_COPY" | "P2P" | "PRE_COPY") {
+                return Err(Error::new(
+                    Code::BadDescriptor,
+                    "migration_flags has a name other than STOP_COPY, P2P, PRE_COPY",
+                ));
+            }
+        }
+        for (what, v) in [
+            ("backend", &self.backend),
+            ("broker_version", &self.broker_version),
+            ("plugin_version", &self.plugin_version),
+        ] {
+            if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::new(
+                    Code::BadDescriptor,
+                    format!("{what} is not 1..64 printable ASCII characters"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The device info this descriptor describes.
@@ -443,10 +499,18 @@ pub fn check(
     if verdict.compatible || policy.pin_version.is_some() {
         return finish(v0, verdict, None, cold);
     }
-    // Incompatible as emitted: is there a version the source can convert to?
-    let alternative = produce
-        .map(|w| (w.oldest..v0).rev().collect::<Vec<u32>>())
-        .unwrap_or_default()
+    // Incompatible as emitted: is there a version the source can convert to? Only
+    // versions the descriptor describes can be claimed, so the candidates are its
+    // entries, newest first: the work follows the descriptor's size, never the
+    // width of a window it declares (1..4294967295 is a valid window).
+    let mut candidates: Vec<u32> = source
+        .versions
+        .keys()
+        .filter_map(|k| k.parse::<u32>().ok())
+        .filter(|v| produce.is_some_and(|w| w.oldest <= *v) && *v < v0)
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    let alternative = candidates
         .into_iter()
         .map(|v| (v, run(v)))
         .find(|(_, vd)| vd.compatible);
