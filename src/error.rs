@@ -75,6 +75,7 @@ codes! {
     ChunkTooLarge = "limit.chunk_too_large", "chunk_size or a chunk's length is above the 16 MiB cap";
     StreamTooLarge = "limit.stream_too_large", "the sections add up to more than the 1 TiB cap";
     SectionTooLarge = "limit.section_too_large", "a section is longer than its plugin allows";
+    SkippedTooLarge = "limit.skipped_too_large", "the sections this destination would skip add up to more than the policy's max_skipped_bytes";
     SectionOverBound = "limit.section_over_bound", "a streamed section carries more data than the bound its header entry declares";
     InputTooLarge = "limit.input_too_large", "a key file, descriptor or raw state is larger than its cap";
 
@@ -99,12 +100,15 @@ codes! {
     VersionRefused = "compat.version_refused", "operator policy refuses this state version";
     UnknownRequiredSection = "compat.unknown_required_section", "a required section is unknown to the destination";
     MissingCapability = "compat.missing_capability", "a section needs a host capability the destination lacks, and policy does not allow skipping it";
-    SectionVersion = "compat.section_version", "a section's version is newer than the destination understands";
+    SectionVersion = "compat.section_version", "a section's version is not the one the destination understands for this state version (newer, or older)";
     CannotConvert = "compat.cannot_convert", "the source cannot produce a state version the destination accepts";
     LiveUnsupported = "compat.live_unsupported", "the migration is possible only offline, not live";
 
     // vendor: plugin-level problems that are not the plugin's own codes.
     Framing = "vendor.framing", "the raw device stream's section framing is not what the plugin expects";
+    MissingSection = "vendor.missing_section", "a section the plugin requires for this state version is not in the stream";
+    SectionOrder = "vendor.section_order", "the stream's sections are not in the order the plugin's layout gives";
+    SectionLength = "vendor.section_length", "a section's length, or its exact or streamed shape, is not what the plugin's layout fixes for the destination device";
 
     // device: the device or its driver failed.
     DeviceOpen = "device.open_failed", "the device could not be opened";

@@ -517,6 +517,113 @@ pub fn restore(
     }
 }
 
+/// The whole state before the device: the section table must be what the
+/// plugin's layout for this version allows, checked from the authenticated
+/// header alone (O(header)), before a chunk is read. In order: each sent
+/// section's length within the plugin's bound (`limit.section_too_large`); the
+/// known sections in the plugin's order (`vendor.section_order`); every section
+/// the plugin requires present (`vendor.missing_section`); each sent section's
+/// shape and length what the plugin fixes for this device
+/// (`vendor.section_length`).
+fn check_shape(
+    header: &Header,
+    verdict: &compat::Verdict,
+    plugin: &dyn VendorPlugin,
+    dest: &mdevmig_plugin_api::DeviceInfo,
+    version: u32,
+) -> Result<()> {
+    for (s, v) in header.sections.iter().zip(&verdict.sections) {
+        if let (Action::Send, Some(spec)) = (v.action, &v.spec) {
+            if s.length > spec.max_len {
+                return Err(Error::new(
+                    Code::SectionTooLarge,
+                    format!(
+                        "section {} is {} bytes; the plugin allows at most {}",
+                        s.name, s.length, spec.max_len
+                    ),
+                ));
+            }
+        }
+    }
+    let layout = plugin.sections(dest, version)?;
+    let mut last: Option<(usize, &str)> = None;
+    for s in &header.sections {
+        if let Some(at) = layout.iter().position(|l| l.name == s.name) {
+            if let Some((_, name)) = last.filter(|(prev, _)| *prev > at) {
+                return Err(Error::new(
+                    Code::SectionOrder,
+                    format!(
+                        "section {} comes after {name}; the {} layout puts it before",
+                        s.name, header.vendor
+                    ),
+                ));
+            }
+            last = Some((at, s.name.as_str()));
+        }
+    }
+    if let Some(missing) = layout
+        .iter()
+        .find(|l| l.required && header.sections.iter().all(|s| s.name != l.name))
+    {
+        return Err(Error::new(
+            Code::MissingSection,
+            format!(
+                "the stream has no {} section, which {} state version {version} requires",
+                missing.name, header.vendor
+            ),
+        ));
+    }
+    for (s, v) in header.sections.iter().zip(&verdict.sections) {
+        let (Action::Send, Some(spec)) = (v.action, &v.spec) else {
+            continue;
+        };
+        if s.streamed() != spec.streamed {
+            return Err(Error::new(
+                Code::SectionLength,
+                format!(
+                    "section {} is {} in the stream but {} for the plugin",
+                    s.name,
+                    if s.streamed() { "streamed" } else { "exact-length" },
+                    if spec.streamed { "streamed" } else { "exact-length" }
+                ),
+            ));
+        }
+        if let Some(want) = plugin.expected_len(dest, version, spec) {
+            if s.length != want {
+                return Err(Error::new(
+                    Code::SectionLength,
+                    format!(
+                        "section {} is {} bytes; on this {} it is {want}",
+                        s.name, s.length, dest.device_type
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sections this destination skips are read, verified and discarded: their
+/// total (bounds, for streamed ones) must stay within the policy's bound.
+fn check_skipped(header: &Header, verdict: &compat::Verdict, policy: &Policy) -> Result<()> {
+    let skipped = header
+        .sections
+        .iter()
+        .zip(&verdict.sections)
+        .filter(|(_, v)| v.action != Action::Send)
+        .fold(0u64, |acc, (s, _)| acc.saturating_add(s.length));
+    if skipped > policy.max_skipped() {
+        return Err(Error::new(
+            Code::SkippedTooLarge,
+            format!(
+                "the stream carries {skipped} bytes of sections this destination skips; policy allows {}",
+                policy.max_skipped()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes queued on the way to the device.
 struct Sink {
     queue: Vec<Vec<u8>>,
@@ -554,6 +661,12 @@ fn restore_inner(
     opts: &RestoreOptions,
     touched: &mut bool,
 ) -> Result<RestoreReport> {
+    if opts.policy.require_session && opts.session.is_none() {
+        return Err(Error::new(
+            Code::UnboundStream,
+            "policy requires session-bound streams, and no session nonce was issued for this restore (pass --session)",
+        ));
+    }
     // 1. Header and authentication.
     let mut r = StreamReader::open(
         input,
@@ -573,19 +686,9 @@ fn restore_inner(
     let verdict =
         compat::evaluate(&compat::claim_of(&header), &dest, plugin, load, &opts.policy).into_result()?;
     let plugin = plugin.ok_or_else(|| Error::new(Code::NoPlugin, "no plugin"))?;
-    for (s, v) in header.sections.iter().zip(&verdict.sections) {
-        if let (Action::Send, Some(spec)) = (v.action, &v.spec) {
-            if s.length > spec.max_len {
-                return Err(Error::new(
-                    Code::SectionTooLarge,
-                    format!(
-                        "section {} is {} bytes; the plugin allows at most {}",
-                        s.name, s.length, spec.max_len
-                    ),
-                ));
-            }
-        }
-    }
+    let loads = load.ok_or_else(|| Error::new(Code::NoPlugin, "no load window"))?;
+    check_shape(&header, &verdict, plugin, &dest, header.state_version.min(loads.newest))?;
+    check_skipped(&header, &verdict, &opts.policy)?;
     // 3-5. Chunks: verify, validate, queue; touch the device only when the
     // hold-back buffer is full or the stream is complete.
     let mut sink = Sink {

@@ -111,13 +111,14 @@ pub struct SaveArgs<'a> {
 
 pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
-    let key = SigningKeyPair::load(a.key)?;
+    let session = a.session.map(parse_nonce).transpose()?;
     let spec: DeviceSpec = a.device.parse()?;
+    let key = SigningKeyPair::load(a.key)?;
     let (mut dev, host) = device::open(&spec, &registry)?;
     let mut opts = SaveOptions {
         precopy: a.precopy,
         version: a.version,
-        session: a.session.map(parse_nonce).transpose()?,
+        session,
         chunk_size: a
             .chunk_size
             .unwrap_or_else(crate::codec::stream::default_chunk_size),
@@ -207,11 +208,14 @@ pub struct RestoreArgs<'a> {
 
 pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
-    let trust = TrustStore::load(a.trust)?;
+    // Arguments first: a malformed nonce or device spec is a usage error whatever
+    // the files and the device hold.
+    let session = a.session.map(parse_nonce).transpose()?;
     let spec: DeviceSpec = a.device.parse()?;
+    let trust = TrustStore::load(a.trust)?;
     let (mut dev, host) = device::open(&spec, &registry)?;
     let opts = RestoreOptions {
-        session: a.session.map(parse_nonce).transpose()?,
+        session,
         policy: a.policy,
         resume: a.resume,
         load_window: host.versions,

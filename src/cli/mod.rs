@@ -55,6 +55,12 @@ pub struct PolicyArgs {
     /// (authenticated, type and configuration matched, content unchecked); repeatable.
     #[arg(long = "allow-opaque")]
     allow_opaque: Vec<String>,
+    /// Most bytes of sections a restore may read and discard [default: 16 MiB].
+    #[arg(long = "max-skipped-bytes")]
+    max_skipped_bytes: Option<u64>,
+    /// Refuse streams not bound to a session nonce this host issued (--session).
+    #[arg(long = "require-session")]
+    require_session: bool,
 }
 
 impl PolicyArgs {
@@ -70,6 +76,10 @@ impl PolicyArgs {
         }
         p.refuse_versions.extend(self.refuse_version.iter().copied());
         p.allow_opaque.extend(self.allow_opaque.iter().cloned());
+        if self.max_skipped_bytes.is_some() {
+            p.max_skipped_bytes = self.max_skipped_bytes;
+        }
+        p.require_session |= self.require_session;
         Ok(p)
     }
 }
@@ -197,6 +207,9 @@ enum Command {
     },
     /// List the built-in vendor plugins: device types, version windows, stream shape.
     Plugins,
+    /// Issue a fresh session nonce (64 hex digits) for a live migration: the
+    /// destination passes it to `restore --session`, the source to `save --session`.
+    Session,
     /// Run a whole migration on simulated devices and explain each step.
     Demo {
         /// Framebuffer size of the simulated vGPU.
@@ -344,6 +357,13 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             xe_type,
         } => Ok(bench::run(&device_type, &xe_type, rounds as usize, out)?),
         Command::Plugins => Ok(plugins::run(out)?),
+        Command::Session => {
+            let mut n = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
+            let hex = crate::auth::hex(&n);
+            out.ok(&hex, json!({"session": hex}));
+            Ok(())
+        }
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
     }
 }
@@ -403,7 +423,8 @@ pub fn parse_nonce(s: &str) -> Result<[u8; 32]> {
             format!("session nonce must be 64 hex digits, got {s:?}"),
         )
     };
-    if s.len() != 64 {
+    // from_str_radix takes a leading '+': only hex digits are a nonce.
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut n = [0u8; 32];
@@ -430,9 +451,11 @@ fn keygen(prefix: &Path, out: Out) -> Result<()> {
 }
 
 fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<()> {
+    // Arguments first: a malformed nonce is a usage error whatever the files hold.
+    let expected_nonce = session.map(parse_nonce).transpose()?;
     let store = TrustStore::load(trust)?;
     let opts = ReadOptions {
-        expected_nonce: session.map(parse_nonce).transpose()?,
+        expected_nonce,
         ..Default::default()
     };
     let mut r = StreamReader::open(open_input(file)?, &store, &opts)?;

@@ -19,8 +19,10 @@
 //!    Policy may refuse listed versions or pin one (`compat.version_refused`).
 //! 3. Each section of the state, against the sections the destination's plugin knows
 //!    for version `min(V, L)`:
-//!    * known, same or older section version, capability present (or none needed):
+//!    * known, the same section version, capability present (or none needed):
 //!      **restore**;
+//!    * known but an older section version (version 0 included): fail
+//!      (`compat.section_version`) if required, skip if optional;
 //!    * known but its capability is missing on this host: **skip** if the operator
 //!      allowed skipping it by name, else **fail** (`compat.missing_capability`) —
 //!      seed 002;
@@ -59,6 +61,24 @@ pub struct Policy {
     /// type and configuration matched, content unchecked). Empty by default:
     /// a vendor without a plugin is refused unless the operator names it here.
     pub allow_opaque: BTreeSet<String>,
+    /// Most bytes of sections a restore may read and discard (optional sections
+    /// this destination skips). `None`: [`DEFAULT_MAX_SKIPPED`]. Skipped data is
+    /// verified but useless; without a bound a 96-byte mtty state could carry a
+    /// terabyte of it.
+    pub max_skipped_bytes: Option<u64>,
+    /// Refuse streams that are not bound to a session nonce this host issued.
+    pub require_session: bool,
+}
+
+/// The default bound on skipped section bytes: 16 MiB, above any optional
+/// section the built-in plugins define (telemetry, encoder state).
+pub const DEFAULT_MAX_SKIPPED: u64 = 16 << 20;
+
+impl Policy {
+    /// The bound on skipped section bytes in force.
+    pub fn max_skipped(&self) -> u64 {
+        self.max_skipped_bytes.unwrap_or(DEFAULT_MAX_SKIPPED)
+    }
 }
 
 /// What happens to a section.
@@ -329,6 +349,31 @@ pub fn evaluate(
                             Action::Skip,
                             format!(
                                 "optional section {} v{} is newer than the destination's v{}",
+                                s.name, s.version, k.version
+                            ),
+                            None,
+                        )
+                    }
+                }
+                // An older section version than the destination's spec for this
+                // state version: no built-in plugin reads older section formats,
+                // and reading one as the newer format (version 0 as version 1) is
+                // the bug, so it is refused like a newer one.
+                Some(k) if s.version < k.version => {
+                    if s.required {
+                        (
+                            Action::Fail,
+                            format!(
+                                "section {} is version {}; the destination reads it as version {} only",
+                                s.name, s.version, k.version
+                            ),
+                            Some(Code::SectionVersion),
+                        )
+                    } else {
+                        (
+                            Action::Skip,
+                            format!(
+                                "optional section {} v{} is older than the destination's v{}",
                                 s.name, s.version, k.version
                             ),
                             None,

@@ -212,6 +212,16 @@ pub trait VendorPlugin: Send + Sync {
         raw_len: u64,
     ) -> Result<Vec<SectionLayout>, VendorError>;
 
+    /// The exact length `spec`'s data must have in a state of `version` for
+    /// `device`, when the plugin fixes it (a framebuffer of the type's size, a
+    /// structure of the configured port count); `None` when it varies. The
+    /// broker refuses a stream whose section table disagrees before any byte of
+    /// it reaches the device.
+    fn expected_len(&self, device: &DeviceInfo, version: u32, spec: &SectionSpec) -> Option<u64> {
+        let _ = (device, version, spec);
+        None
+    }
+
     /// The framing bytes that precede `spec`'s data of `len` bytes in the raw stream
     /// (empty for plugins without framing).
     fn framing(&self, spec: &SectionSpec, len: u64) -> Vec<u8> {

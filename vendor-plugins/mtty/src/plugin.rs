@@ -168,6 +168,11 @@ impl VendorPlugin for MttyPlugin {
         }])
     }
 
+    fn expected_len(&self, device: &DeviceInfo, version: u32, _spec: &SectionSpec) -> Option<u64> {
+        check_version(version).ok()?;
+        u64::try_from(device_type(device).ok()?.state_len()).ok()
+    }
+
     fn validate_section(
         &self,
         device: &DeviceInfo,

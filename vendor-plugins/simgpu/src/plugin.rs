@@ -202,6 +202,11 @@ impl VendorPlugin for SimGpuPlugin {
         record::framing(spec, len)
     }
 
+    fn expected_len(&self, device: &DeviceInfo, _version: u32, spec: &SectionSpec) -> Option<u64> {
+        let (ty, _) = self.device(device).ok()?;
+        self.section(spec).ok().map(|s| s.data_len(ty))
+    }
+
     fn validate_section(
         &self,
         device: &DeviceInfo,
