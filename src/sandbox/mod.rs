@@ -8,15 +8,26 @@
 //!                                   ◄────── "MDVREADY"
 //!   request: vendor, device, section, data ► plugin.validate_section()
 //!                                   ◄────── ok | vendor code + message
-//!   ... one request per structured section; a deadline on each answer
+//!   ... one request per structured section; one deadline covers writing each
+//!   request and reading its answer
 //! ```
 //!
 //! A child that crashes (a panicking parser, an allocation past its memory limit, a
-//! forbidden syscall), or does not answer before the deadline (a parser that
-//! loops), is killed; the stream is refused with `io.sandbox` and the broker carries
-//! on. The child inherits no file descriptors but its three standard ones (Rust
-//! opens every other descriptor close-on-exec), its seccomp policy is the data in
-//! [`policy`], and it is limited by `RLIMIT_AS`, `RLIMIT_CPU` and `RLIMIT_NOFILE`.
+//! forbidden syscall), or does not take its request or answer it before the
+//! deadline (a parser that loops, a child that stops reading), is killed; the
+//! stream is refused with `io.sandbox` and the broker carries on. The request is
+//! written by a thread of its own, so a child that stops reading its stdin blocks
+//! that thread, never the broker, which kills the child at the deadline (the
+//! thread's write then fails and it ends).
+//!
+//! The child keeps only its stdin and stdout pipes and stderr (`/dev/null`): every
+//! other descriptor is closed between fork and exec with `close_range(2)`, whatever
+//! flags it was opened with, so a descriptor some library opened without
+//! close-on-exec cannot reach the parser. Its seccomp policy is the data in
+//! [`policy`] (reads only from stdin, writes only to stdout and stderr, no
+//! executable mappings), and it is limited by `RLIMIT_AS`, `RLIMIT_CPU` and
+//! `RLIMIT_NOFILE`. What runs as the validator is the configured program or this
+//! executable; no environment variable changes it.
 //!
 //! Structured sections (the vendor structures whose parsers hold the bugs of
 //! field-notes.md) are validated here; bulk sections' per-chunk checks (bounds
@@ -26,9 +37,9 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
 
 use mdevmig_plugin_api::{DeviceInfo, SectionKind, SectionSpec, VendorError};
 use serde_json::json;
@@ -65,9 +76,11 @@ impl Default for Validation {
 pub struct SandboxConfig {
     /// The validator program: `mdevmig` (or a build with the same `__validate`
     /// entry point). `None` means the running executable, which is right for the
-    /// `mdevmig` binary; an embedding VMM names the installed `mdevmig`.
+    /// `mdevmig` binary; an embedding VMM names the installed `mdevmig`. Only code
+    /// sets it: no environment variable does.
     pub program: Option<PathBuf>,
-    /// Deadline for each answer.
+    /// Deadline for each request: writing it to the child and reading its answer
+    /// (and for the child's start).
     pub deadline: Duration,
     /// Address-space limit of the child.
     pub memory_limit: u64,
@@ -78,7 +91,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            program: std::env::var_os("MDEVMIG_VALIDATOR").map(PathBuf::from),
+            program: None,
             deadline: Duration::from_secs(10),
             memory_limit: 512 << 20,
             cpu_limit_secs: 30,
@@ -99,9 +112,58 @@ impl Validation {
 /// A running validator child.
 pub struct Sandbox {
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Requests for the writer thread; dropping it closes the child's stdin.
+    requests: Option<Sender<Vec<u8>>>,
+    /// The writer thread's result for each request.
+    written: Receiver<std::io::Result<()>>,
     answers: Receiver<std::io::Result<Vec<u8>>>,
     deadline: Duration,
+}
+
+/// How long a child whose stdout closed gets to finish dying before it is
+/// killed: its exit status tells what killed it.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Makes every descriptor but stdin, stdout and stderr close when `cmd` execs,
+/// whatever flags it was opened with.
+#[allow(unsafe_code)]
+fn close_other_fds(cmd: &mut Command) {
+    use nix::libc;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child between fork and exec, where
+    // only async-signal-safe calls are allowed: it makes the close_range system
+    // call and nothing else (no allocation, no lock; `last_os_error` reads errno).
+    // It closes descriptors (or marks them close-on-exec) only in the child, which
+    // execs right after, so no Rust object of the parent sees them change.
+    unsafe {
+        cmd.pre_exec(|| {
+            // close_range(3, ~0, CLOSE_RANGE_CLOEXEC): everything above stderr is
+            // closed by the exec itself, and std's exec-error pipe still works.
+            let (first, last) = (3 as libc::c_uint, libc::c_uint::MAX);
+            if libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) == 0 {
+                return Ok(());
+            }
+            // Kernels 5.9 and 5.10 lack the flag: close them now instead.
+            if libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) == 0 {
+                return Ok(());
+            }
+            // Older kernels: no validator rather than one with inherited descriptors.
+            Err(std::io::Error::last_os_error())
+        });
+    }
+}
+
+/// An exit status in words, naming what a signal most likely means here.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let why = match status.signal() {
+        Some(nix::libc::SIGSYS) => ": a system call or argument outside the seccomp policy",
+        Some(nix::libc::SIGXCPU) => ": past its CPU-time limit",
+        Some(nix::libc::SIGKILL) => ": killed",
+        Some(nix::libc::SIGABRT | nix::libc::SIGSEGV | nix::libc::SIGBUS) => ": crashed",
+        _ => "",
+    };
+    format!("{status}{why}")
 }
 
 fn failed(msg: impl std::fmt::Display) -> Error {
@@ -129,18 +191,34 @@ impl Sandbox {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|e| failed(format!("current executable: {e}")))?,
         };
-        let mut child = Command::new(&program)
-            .arg(CHILD_ARG)
+        let mut cmd = Command::new(&program);
+        cmd.arg(CHILD_ARG)
             .arg(cfg.memory_limit.to_string())
             .arg(cfg.cpu_limit_secs.to_string())
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        close_other_fds(&mut cmd);
+        let mut child = cmd
             .spawn()
             .map_err(|e| failed(format!("starting {}: {e}", program.display())))?;
-        let stdin = child.stdin.take();
+        let until = Instant::now() + cfg.deadline;
+        let mut stdin = child.stdin.take().ok_or_else(|| failed("no stdin"))?;
         let mut stdout = child.stdout.take().ok_or_else(|| failed("no stdout"))?;
+        let (req_tx, req_rx) = channel::<Vec<u8>>();
+        let (done_tx, done_rx) = channel();
+        std::thread::spawn(move || {
+            // Ends when the Sandbox drops its sender (closing the child's stdin) or a
+            // write fails (the child died or was killed).
+            for req in req_rx {
+                let r = stdin.write_all(&req).and_then(|()| stdin.flush());
+                let stop = r.is_err();
+                if done_tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
         let (tx, rx) = channel();
         std::thread::spawn(move || {
             let mut ready = [0u8; 8];
@@ -164,11 +242,12 @@ impl Sandbox {
         });
         let mut s = Sandbox {
             child,
-            stdin,
+            requests: Some(req_tx),
+            written: done_rx,
             answers: rx,
             deadline: cfg.deadline,
         };
-        s.answer().map_err(|e| {
+        s.answer(until).map_err(|e| {
             failed(format!(
                 "{} did not start as a validator: {}",
                 program.display(),
@@ -178,16 +257,38 @@ impl Sandbox {
         Ok(s)
     }
 
-    fn answer(&mut self) -> Result<Vec<u8>> {
-        match self.answers.recv_timeout(self.deadline) {
-            Ok(Ok(a)) => Ok(a),
+    /// Hands `req` to the writer thread and waits until `until` for it to be
+    /// written: a child that stops reading is killed at the deadline.
+    fn send(&mut self, req: Vec<u8>, until: Instant) -> Result<()> {
+        let queued = self.requests.as_ref().is_some_and(|r| r.send(req).is_ok());
+        if !queued {
+            return Err(failed("validator already gone"));
+        }
+        match self.written.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                let status = self.reap();
+                let status = self.reap(EXIT_GRACE);
                 Err(failed(format!("the validator died ({e}; {status})")))
             }
             Err(_) => {
-                let _ = self.child.kill();
-                let status = self.reap();
+                let status = self.reap(Duration::ZERO);
+                Err(failed(format!(
+                    "the validator did not read its request within {:?} and was killed ({status})",
+                    self.deadline
+                )))
+            }
+        }
+    }
+
+    fn answer(&mut self, until: Instant) -> Result<Vec<u8>> {
+        match self.answers.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => {
+                let status = self.reap(EXIT_GRACE);
+                Err(failed(format!("the validator died ({e}; {status})")))
+            }
+            Err(_) => {
+                let status = self.reap(Duration::ZERO);
                 Err(failed(format!(
                     "the validator did not answer within {:?} and was killed ({status})",
                     self.deadline
@@ -196,11 +297,24 @@ impl Sandbox {
         }
     }
 
-    fn reap(&mut self) -> String {
-        self.stdin.take();
-        match self.child.wait() {
-            Ok(s) => s.to_string(),
-            Err(e) => e.to_string(),
+    /// Closes the child's stdin and collects its exit status, killing it if it
+    /// has not exited within `grace`.
+    fn reap(&mut self, grace: Duration) -> String {
+        self.requests.take();
+        let end = Instant::now() + grace;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => return describe(s),
+                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    return match self.child.wait() {
+                        Ok(s) => describe(s),
+                        Err(e) => e.to_string(),
+                    };
+                }
+                Err(e) => return e.to_string(),
+            }
         }
     }
 
@@ -218,15 +332,9 @@ impl Sandbox {
         req.extend_from_slice(meta.as_bytes());
         req.extend_from_slice(&(data.len() as u64).to_le_bytes());
         req.extend_from_slice(data);
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| failed("validator already gone"))?;
-        if let Err(e) = stdin.write_all(&req).and_then(|()| stdin.flush()) {
-            let status = self.reap();
-            return Err(failed(format!("the validator died ({e}; {status})")));
-        }
-        let a = self.answer()?;
+        let until = Instant::now() + self.deadline;
+        self.send(req, until)?;
+        let a = self.answer(until)?;
         match a.split_first() {
             Some((0, _)) => Ok(()),
             Some((1, body)) => {
@@ -249,7 +357,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.stdin.take();
+        self.requests.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
