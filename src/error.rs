@@ -88,6 +88,8 @@ codes! {
     SessionMismatch = "auth.session_mismatch", "the stream is bound to another session nonce than the one issued";
     UnboundStream = "auth.unbound_stream", "a session-bound stream was required but this one is not bound";
     EmptyTrustStore = "auth.empty_trust_store", "the trust store holds no keys";
+    KeyPermissions = "auth.key_permissions", "a private key file is readable or writable by group or others, or owned by a user other than root or the one running mdevmig";
+    TrustStorePermissions = "auth.trust_store_permissions", "a trust store file, directory or .pub file in it is writable by group or others (a root-owned sticky directory excepted) or owned by a user other than root or the one running mdevmig; --insecure-trust-store skips this check";
 
     // compat: authentic, but this destination cannot or may not restore it.
     NoPlugin = "compat.no_plugin", "no vendor plugin handles the stream's vendor";

@@ -144,13 +144,26 @@ fn openssl_loads_keys_made_by_keygen() {
     assert_eq!(v["key_id"], id);
 }
 
+/// The vectors' test signer as a trust store: a copy, mode 0644, in `d`. The
+/// checkout's own copy may be group-writable (a umask of 002), which a trust store
+/// must not be.
+fn test_signer(d: &tempdir::TempDir) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let p = d.path().join("test-signer.pub");
+    std::fs::copy(dir.join("keys/test-signer.pub"), &p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p
+}
+
 fn verify_vector(name: &str, extra: &[&str]) -> std::process::Output {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let d = tmp();
     mdevmig()
         .arg("verify")
         .arg(dir.join(name))
         .arg("--trust")
-        .arg(dir.join("keys/test-signer.pub"))
+        .arg(test_signer(&d))
         .args(extra)
         .output()
         .unwrap()
@@ -172,12 +185,13 @@ fn rejected_streams_exit_4_with_the_code_in_text_and_json() {
 #[test]
 fn stdin_is_accepted_as_dash() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let d = tmp();
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "{} verify - --trust {} < {}",
             env!("CARGO_BIN_EXE_mdevmig"),
-            dir.join("keys/test-signer.pub").display(),
+            test_signer(&d).display(),
             dir.join("valid-multi-section.mdm").display()
         ))
         .output()
@@ -204,6 +218,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn inspect_says_unverified_and_verifies_with_trust() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let keys = tmp();
     let out = mdevmig()
         .arg("inspect")
         .arg(dir.join("valid-multi-section.mdm"))
@@ -228,7 +243,7 @@ fn inspect_says_unverified_and_verifies_with_trust() {
         .arg("inspect")
         .arg(dir.join("flip-chunk-data.mdm"))
         .arg("--trust")
-        .arg(dir.join("keys/test-signer.pub"))
+        .arg(test_signer(&keys))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
