@@ -2,12 +2,14 @@
 # Seeds fuzz/corpus/<target>/ (git-ignored) for every fuzz target:
 #   stream_reader    every spec/vectors/*.mdm and the saved streams in seeds/
 #   envelope_header  the header (its first header_len bytes) of each of those
-#   others           seeds/<target>/ (plugin states, policies; written by
+#   others           seeds/<target>/ (plugin states, policies, streamed-section
+#                    vectors and record scripts, Xe packet streams; written by
 #                    `cargo test --test mutation -- --ignored write_fuzz_seeds`)
 # and every committed crash regression in regressions/<target>/. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
-targets=(envelope_header stream_reader policy plugin_mtty plugin_hisi_acc plugin_simgpu)
+targets=(envelope_header stream_reader policy plugin_mtty plugin_hisi_acc plugin_simgpu
+    stream_reader_streamed xe_validator_splits)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
 done

@@ -24,6 +24,23 @@
 //!   tests running in parallel (and the reader's hashing workers) do not disturb
 //!   the measurement.
 //!
+//! A stream carrying an **Xe** streamed section (a simulated xe-vf-tiny VF's
+//! packet stream, 313 KB in 64 KiB chunks and its signed section end record) gets
+//! the same treatment with the streamed rules added: the section's flags and
+//! bound, the end record's fields, the end record dropped, repeated, moved,
+//! spliced, and the section ended early by the signer (a valid envelope). Then
+//! its **payload** is mutated with the envelope signed again, so that only the Xe
+//! validator stands in the way: every packet header field (version, type, tile
+//! and GT ids, flags, offset + size overflow, size 2^63, ...), packets dropped,
+//! repeated, inserted after the trailer, the payload cut; the envelope must be
+//! accepted and the validator must refuse with the documented `vendor.xe.*` code
+//! the check order gives, chunk by chunk as the broker feeds it and whole alike.
+//! xe-vf-tiny is not a device type the plugin offers, so the broker's restore
+//! into a simulated Xe VF is exercised with xe-vf-64m streams in 1 MiB chunks
+//! (`restore_refuses_mutated_xe_streams_and_nothing_reaches_the_device`): every
+//! refusal leaves the device RUNNING with its state unchanged, and the refused
+//! packet's header never reaches the device whole.
+//!
 //! The `bug_class_NN_*` tests are the ten bug classes of state loaders from the
 //! field notes (QEMU CVE-2013-4148 onwards), each run against the envelope and the
 //! vendor plugins.
@@ -32,6 +49,11 @@
 mod layout;
 #[path = "support/vectors.rs"]
 mod vectors;
+// The fuzz targets' logic, shared for regression replay, seeds and helpers.
+#[path = "../fuzz/src/streamed.rs"]
+mod fuzz_streamed;
+#[path = "../fuzz/src/xe_splits.rs"]
+mod fuzz_xe;
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;
@@ -41,11 +63,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use layout::{layout, must_refuse_signed, put, values, Field};
+use layout::{Kind, Layout};
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::{self, RestoreOptions, SaveOptions};
 use mdevmig::codec::header::{Header, SectionEntry};
+use mdevmig::codec::record::{ChunkRecord, SectionEnd, KIND_END};
 use mdevmig::codec::stream::ReadOptions;
 use mdevmig::codec::stream::StreamWriter;
+use mdevmig::codec::{Trailer, SECTION_REQUIRED, SECTION_STREAMED};
 use mdevmig::device::{MigState, MigrationDevice};
 use mdevmig::fuzzing::{
     documented, read_all, read_with, reencode, resign, test_signer, test_trust, Accepted, Segmented,
@@ -53,6 +78,7 @@ use mdevmig::fuzzing::{
 use mdevmig::plugins::Registry;
 use mdevmig_plugin_api::sim::SimModel;
 use mdevmig_plugin_api::{DeviceInfo, VendorPlugin};
+use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------
 // Counting allocator.
@@ -137,13 +163,19 @@ const CHUNK: usize = 4096;
 /// constants, whatever the streams say; nothing may depend on a length read from
 /// the stream.
 fn alloc_bound() -> usize {
+    alloc_bound_for(CHUNK)
+}
+
+/// [`alloc_bound`] for streams of `chunk`-byte chunks.
+fn alloc_bound_for(chunk: usize) -> usize {
     // available_parallelism reads cgroup files on every call: once is enough.
-    static BOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BOUND.get_or_init(|| {
+    static SLOTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let slots = *SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lanes = mdevmig::codec::sha2x::engine().lanes();
-        64 * 1024 + (2 + 2 * cores * lanes) * CHUNK
-    })
+        2 + 2 * cores * lanes
+    });
+    64 * 1024 + slots * chunk
 }
 
 // ---------------------------------------------------------------------------
@@ -159,6 +191,10 @@ struct Base {
     other: Vec<u8>,
     /// What reading it gives.
     accepted: Accepted,
+    /// Its chunk size (the allocation bound depends on it).
+    chunk: usize,
+    /// It has streamed sections (section end records).
+    streamed: bool,
 }
 
 fn base(name: &'static str, bytes: Vec<u8>, other: Vec<u8>, nonce: Option<[u8; 32]>) -> Base {
@@ -169,6 +205,8 @@ fn base(name: &'static str, bytes: Vec<u8>, other: Vec<u8>, nonce: Option<[u8; 3
         nonce,
         other,
         accepted,
+        chunk: CHUNK,
+        streamed: false,
     }
 }
 
@@ -289,6 +327,10 @@ enum Expect {
     /// Be refused, or be accepted as the canonical encoding of its content
     /// (re-signed mutations of free values).
     RejectOrCanonical,
+    /// Be accepted as the canonical encoding of its content (a re-signed stream
+    /// that is valid: a streamed section's bound anywhere from its final length
+    /// to the limit, a streamed section ended early).
+    Accepted,
     /// Give exactly what the base stream gives (re-split input).
     Same,
 }
@@ -369,11 +411,9 @@ impl<'b> Runner<'b> {
             }))
         });
         self.peak = self.peak.max(peak);
-        if peak > alloc_bound() {
-            self.fail(
-                what,
-                format!("reading allocated {peak} bytes, above {}", alloc_bound()),
-            );
+        let bound = alloc_bound_for(self.base.chunk);
+        if peak > bound {
+            self.fail(what, format!("reading allocated {peak} bytes, above {bound}"));
         }
         let result = match result {
             Ok(r) => r,
@@ -383,7 +423,9 @@ impl<'b> Runner<'b> {
             (Err(e), _) if !documented(e.code.as_str()) => {
                 self.fail(what, format!("undocumented code {}", e.code))
             }
-            (Err(e), Expect::Same) => self.fail(what, format!("refused ({}: {})", e.code, e.message)),
+            (Err(e), Expect::Same | Expect::Accepted) => {
+                self.fail(what, format!("refused ({}: {})", e.code, e.message))
+            }
             (Err(e), Expect::Code(c)) if e.code.as_str() != c => self.fail(
                 what,
                 format!("refused with {}, expected {c}: {}", e.code, e.message),
@@ -396,8 +438,8 @@ impl<'b> Runner<'b> {
                 self.fail(what, "accepted with other content than the base".into())
             }
             (Ok(_), Expect::Same) => {}
-            (Ok(_), Expect::RejectOrCanonical) => {
-                if reencode(input, &self.trust, &self.key).as_deref() != Some(input) {
+            (Ok(_), Expect::RejectOrCanonical | Expect::Accepted) => {
+                if self.reencode(input).as_deref() != Some(input) {
                     self.fail(
                         what,
                         "accepted, but not the canonical encoding of its content".into(),
@@ -409,6 +451,25 @@ impl<'b> Runner<'b> {
 
     fn whole(&mut self, what: &dyn Fn() -> String, input: &[u8], expect: Expect) {
         self.check(what, input, self.base.nonce, Feed::Whole, expect)
+    }
+
+    /// Re-signs a mutated input with the test key (section end records too, for
+    /// streams with streamed sections).
+    fn resign(&self, input: &[u8]) -> Vec<u8> {
+        if self.base.streamed {
+            fuzz_streamed::resign_streamed(input, &self.key)
+        } else {
+            resign(input, &self.key)
+        }
+    }
+
+    /// The canonical encoding of an accepted input's content.
+    fn reencode(&self, input: &[u8]) -> Option<Vec<u8>> {
+        if self.base.streamed {
+            fuzz_streamed::reencode(input, &self.trust, &self.key)
+        } else {
+            reencode(input, &self.trust, &self.key)
+        }
     }
 
     fn finish(self, into: &mut Totals) {
@@ -464,7 +525,7 @@ fn fields(r: &mut Runner<'_>) {
 /// Every prefix, for small streams; every boundary ±1 for large ones.
 fn truncations(r: &mut Runner<'_>, depth: Depth) {
     let b = r.base.bytes.clone();
-    let l = layout(&b);
+    let l = stream_layout(&b);
     let records: Vec<usize> = l
         .chunks
         .iter()
@@ -707,7 +768,7 @@ fn resplits(r: &mut Runner<'_>, depth: Depth) {
     let (sizes, points): (Vec<usize>, Vec<usize>) = if depth == Depth::Every {
         ((1..=b.len()).collect(), (0..=b.len()).collect())
     } else if depth == Depth::Records {
-        let l = layout(&b);
+        let l = stream_layout(&b);
         let sizes = [1, 2, 3, 88, 89, 4095, 4096, 4097, 4184, 9000].into();
         let points = l
             .chunks
@@ -716,7 +777,7 @@ fn resplits(r: &mut Runner<'_>, depth: Depth) {
             .collect();
         (sizes, points)
     } else {
-        let l = layout(&b);
+        let l = stream_layout(&b);
         let sizes = (1..=97)
             .chain([88, 89, 4095, 4096, 4097, 4184, b.len()])
             .collect();
@@ -740,7 +801,7 @@ fn resplits(r: &mut Runner<'_>, depth: Depth) {
         r.check(&what, &b, nonce, Feed::Cuts(&cut), Expect::Same);
     }
     // Every record boundary at once, with interruptions.
-    let l = layout(&b);
+    let l = stream_layout(&b);
     let what = || "split at every field boundary".to_owned();
     r.check(&what, &b, nonce, Feed::Cuts(&l.boundaries), Expect::Same);
     let got = read_all(Segmented::every(&b, 3).interrupting(), &r.trust, nonce);
@@ -748,6 +809,841 @@ fn resplits(r: &mut Runner<'_>, depth: Depth) {
         r.failures
             .push(format!("{}: interrupted reads changed the outcome", r.base.name));
     }
+}
+
+// ---------------------------------------------------------------------------
+// A stream carrying an Xe streamed section.
+//
+// The payload is a valid xe-vf-tiny packet stream as the simulated Xe VF saves it
+// (descriptor, the VRAM first pass in 64 KiB packets, a few re-sent dirty pages,
+// GuC, GGTT and MMIO per GT, trailer), carried in one streamed section
+// (`xe.packets`, REQUIRED | STREAMED, bound `Config::max_stream_len`) in 64 KiB
+// chunks, ended by its signed section end record. xe-vf-tiny is not a device type
+// the plugin offers, so this stream is read by the reader and its payload
+// validated by `StreamValidator` for the tiny configuration (the verify path);
+// `restore_refuses_mutated_xe_streams...` restores xe-vf-64m streams through the
+// broker into a simulated Xe VF.
+
+/// The Xe stream's chunk size: the 313 KB payload is five chunks.
+const XE_CHUNK: usize = 64 << 10;
+
+/// The configuration the tiny payload is validated for (the sim's defaults:
+/// one tile, two GTs).
+fn xe_config() -> mdevmig_xe::Config {
+    mdevmig_xe::Config::new(mdevmig_xe::XE_VF_TINY)
+}
+
+/// The simulated tiny VF's save (seed `fuzz_xe::SIM_SEED`: 313 KB, 13 packets,
+/// two of them re-sent dirty pages), the `xe_validator_splits` target's base.
+fn xe_payload() -> Vec<u8> {
+    fuzz_xe::base(&xe_config()).to_vec()
+}
+
+fn xe_header(bound: u64, stream_id: u8) -> Header {
+    Header {
+        flags: 0,
+        state_version: 1,
+        min_version: 1,
+        chunk_size: XE_CHUNK as u32,
+        key_id: test_signer().id(),
+        session_nonce: [0; 32],
+        stream_id: [stream_id; 16],
+        vendor: mdevmig_xe::VENDOR.into(),
+        device_type: mdevmig_xe::XE_VF_TINY.name().into(),
+        attributes: BTreeMap::new(),
+        sections: vec![SectionEntry {
+            name: mdevmig_xe::SECTION.into(),
+            version: mdevmig_xe::SECTION_VERSION,
+            flags: SECTION_REQUIRED | SECTION_STREAMED,
+            length: bound,
+        }],
+    }
+}
+
+/// `payload` in one streamed section, signed by the test key (on this thread).
+fn xe_envelope(payload: &[u8], stream_id: u8) -> Vec<u8> {
+    let h = xe_header(xe_config().max_stream_len(), stream_id);
+    let mut w = StreamWriter::single_threaded(Vec::new(), &h, &test_signer()).unwrap();
+    w.write_data(payload).unwrap();
+    assert_eq!(w.end_section().unwrap(), payload.len() as u64);
+    w.finish().unwrap()
+}
+
+/// Re-signs with the test key the records of `e` (laid out as `l`: chunks, end
+/// records, the trailer) that hold any byte of `range`, as their fields and data
+/// now are; the header is left as it is.
+fn resign_records(e: &mut [u8], l: &Layout, range: std::ops::Range<usize>) {
+    let key = test_signer();
+    let h: [u8; 32] = Sha256::digest(&e[..l.header_len]).into();
+    let trailer = (l.trailer, l.trailer + 88);
+    for &(s, end) in l.chunks.iter().chain([&trailer]) {
+        if end <= range.start || s >= range.end {
+            continue;
+        }
+        let context = match e[s] {
+            1 => mdevmig::codec::CHUNK_CONTEXT,
+            KIND_END => mdevmig::codec::END_CONTEXT,
+            _ => mdevmig::codec::TRAILER_CONTEXT,
+        };
+        let mut msg = context.to_vec();
+        msg.extend_from_slice(&h);
+        msg.extend_from_slice(&e[s..s + 24]);
+        if e[s] == 1 {
+            msg.extend_from_slice(&Sha256::digest(&e[s + 88..end]));
+        }
+        let sig = key.sign(&msg);
+        e[s + 24..s + 88].copy_from_slice(&sig);
+    }
+}
+
+fn xe_base() -> Base {
+    let p = xe_payload();
+    let mut b = base("xe", xe_envelope(&p, 0x35), xe_envelope(&p, 0x36), None);
+    b.chunk = XE_CHUNK;
+    b.streamed = true;
+    b
+}
+
+fn le_at(b: &[u8], at: usize, width: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v[..width].copy_from_slice(&b[at..at + width]);
+    u64::from_le_bytes(v)
+}
+
+/// The layout of a valid stream, streamed sections included. `layout` knows
+/// exact-length streams only, so for a stream with section end records it walks
+/// the header (followed by the trailer frame alone) and the records are walked
+/// here: each end record's frame is in `chunks` (records in stream order) with its
+/// fields named `end[i].*`, and a streamed section's flags allow both defined bits.
+fn stream_layout(b: &[u8]) -> Layout {
+    let recs = vectors::records(b);
+    if !recs.iter().any(|(k, _, _)| *k == KIND_END) {
+        return layout(b);
+    }
+    let hl = le_at(b, 12, 4) as usize;
+    let &(_, trailer, _) = recs.last().unwrap();
+    let mut shadow = b[..hl].to_vec();
+    shadow.extend_from_slice(&b[trailer..]);
+    let head = layout(&shadow);
+    let (h, _) = mdevmig::codec::header::decode(&b[..hl]).unwrap();
+    let mut fields: Vec<Field> = head
+        .fields
+        .into_iter()
+        .filter(|f| f.at < hl)
+        .map(|mut f| {
+            let streamed = f
+                .name
+                .strip_prefix("section[")
+                .and_then(|r| r.strip_suffix("].flags"))
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| h.sections[i].streamed());
+            if streamed {
+                f.kind = Kind::Flags {
+                    defined: u64::from(SECTION_REQUIRED | SECTION_STREAMED),
+                };
+            }
+            f
+        })
+        .collect();
+    let mut bounds: Vec<usize> = head.boundaries.into_iter().filter(|p| *p <= hl).collect();
+    let mut field = |name: String, at: usize, width: usize, kind: Kind, max: Option<u64>| {
+        fields.push(Field {
+            name,
+            at,
+            width,
+            kind,
+            max,
+            orig: le_at(b, at, width),
+        });
+        bounds.extend([at, at + width]);
+    };
+    let sections = h.sections.len() as u64;
+    let (mut chunks, mut ends) = (0, 0);
+    let mut extents = Vec::new();
+    let mut record_bounds = Vec::new();
+    for &(kind, s, e) in &recs {
+        match kind {
+            1 => {
+                let c = format!("chunk[{chunks}]");
+                chunks += 1;
+                field(format!("{c}.kind"), s, 1, Kind::Enum { valid: &[1] }, None);
+                field(format!("{c}.reserved"), s + 1, 1, Kind::Reserved, None);
+                field(
+                    format!("{c}.section_index"),
+                    s + 2,
+                    2,
+                    Kind::Length,
+                    Some(sections),
+                );
+                field(
+                    format!("{c}.data_len"),
+                    s + 4,
+                    4,
+                    Kind::Length,
+                    Some(u64::from(h.chunk_size)),
+                );
+                field(format!("{c}.seq"), s + 8, 8, Kind::Length, None);
+                field(format!("{c}.offset"), s + 16, 8, Kind::Length, None);
+                extents.push((s, e));
+            }
+            KIND_END => {
+                let c = format!("end[{ends}]");
+                ends += 1;
+                field(format!("{c}.kind"), s, 1, Kind::Enum { valid: &[3] }, None);
+                field(format!("{c}.reserved"), s + 1, 1, Kind::Reserved, None);
+                field(
+                    format!("{c}.section_index"),
+                    s + 2,
+                    2,
+                    Kind::Length,
+                    Some(sections),
+                );
+                field(format!("{c}.reserved2"), s + 4, 4, Kind::Reserved, None);
+                field(format!("{c}.seq"), s + 8, 8, Kind::Length, None);
+                field(format!("{c}.length"), s + 16, 8, Kind::Length, Some(1 << 40));
+                extents.push((s, e));
+            }
+            _ => {
+                field("trailer.kind".into(), s, 1, Kind::Enum { valid: &[2] }, None);
+                for i in 0..7 {
+                    field(
+                        format!("trailer.reserved[{i}]"),
+                        s + 1 + i,
+                        1,
+                        Kind::Reserved,
+                        None,
+                    );
+                }
+                field("trailer.chunk_count".into(), s + 8, 8, Kind::Length, None);
+                field("trailer.total_len".into(), s + 16, 8, Kind::Length, Some(1 << 40));
+            }
+        }
+        record_bounds.extend([s, s + 88, e]);
+    }
+    bounds.extend(record_bounds);
+    bounds.push(b.len());
+    bounds.sort_unstable();
+    bounds.dedup();
+    Layout {
+        header_len: hl,
+        chunks: extents,
+        trailer,
+        fields,
+        boundaries: bounds,
+        chunk_size: u64::from(h.chunk_size),
+    }
+}
+
+/// The final length of section 0 of a streamed stream (its end record's).
+fn final_len(l: &Layout) -> u64 {
+    l.fields.iter().find(|f| f.name == "end[0].length").unwrap().orig
+}
+
+/// Every field of the Xe stream set to each of its mutation values, as it is (a
+/// changed signed byte is refused) and re-signed, end record included. The
+/// streamed section's flags and bound have their own rules: clearing STREAMED is
+/// refused (the bound is then an exact length the chunks do not fill), clearing
+/// REQUIRED is a valid stream, and any bound from the final length F to 2^40 is
+/// valid (accepted, canonical); below F the chunk that passes it is over bound,
+/// above 2^40 the header is refused.
+fn xe_fields(r: &mut Runner<'_>) {
+    let b = r.base.bytes.clone();
+    let l = stream_layout(&b);
+    let fin = final_len(&l);
+    let cs = l.chunk_size;
+    for f in &l.fields {
+        let flags = matches!(f.kind, Kind::Flags { defined: 3 });
+        let bound = f.name == "section[0].length";
+        let mut vals = values(f);
+        if flags {
+            vals.extend([0, 1, 2]);
+        }
+        if bound {
+            vals.extend([fin - 1, fin, fin + 1, 2 * cs, 5 * cs, 1 << 40, (1 << 40) + 1]);
+        }
+        vals.retain(|v| *v != f.orig);
+        vals.sort_unstable();
+        vals.dedup();
+        for v in vals {
+            let mut m = b.clone();
+            put(&mut m, f.at, f.width, v);
+            let what = || format!("{} = {v:#x}", f.name);
+            r.whole(&what, &m, Expect::Reject);
+            let signed = r.resign(&m);
+            let expect = if bound {
+                if v < fin {
+                    Expect::Code("limit.section_over_bound")
+                } else if v > 1 << 40 {
+                    Expect::Code("limit.stream_too_large")
+                } else {
+                    Expect::Accepted
+                }
+            } else if flags {
+                match v {
+                    2 => Expect::Accepted,
+                    v if v & !3 != 0 => Expect::Code("format.unknown_flags"),
+                    _ => Expect::Reject,
+                }
+            } else if must_refuse_signed(f, v) {
+                Expect::Reject
+            } else {
+                Expect::RejectOrCanonical
+            };
+            let what = || format!("{} = {v:#x}, re-signed", f.name);
+            r.whole(&what, &signed, expect);
+        }
+    }
+}
+
+/// Each header byte, the field bytes and a sample of the signature bytes of each
+/// record and the trailer, and every 4093rd data byte xor 0x01, 0x80 and 0xff
+/// and set to 0x00 and 0xff, as it is; and every byte of the section table set
+/// to every other value.
+fn xe_byte_flips(r: &mut Runner<'_>) {
+    let b = r.base.bytes.clone();
+    let l = stream_layout(&b);
+    let frame = |s: usize| (s..s + 24).chain([s + 24, s + 55, s + 56, s + 87]);
+    let positions: Vec<usize> = (0..l.header_len)
+        .chain(
+            l.chunks
+                .iter()
+                .flat_map(|(s, e)| frame(*s).chain((*s + 88..*e).step_by(4093))),
+        )
+        .chain(frame(l.trailer))
+        .collect();
+    let mut m = b.clone();
+    for at in positions {
+        for v in [b[at] ^ 0x01, b[at] ^ 0x80, b[at] ^ 0xff, 0x00, 0xff] {
+            m[at] = v;
+            let what = || format!("byte {at} = {v:#04x}");
+            r.whole(&what, &m, Expect::Reject);
+        }
+        m[at] = b[at];
+    }
+    let table = l
+        .fields
+        .iter()
+        .find(|f| f.name == "section[0].name_len")
+        .unwrap()
+        .at;
+    for at in table..l.header_len - 64 {
+        for v in (0..=255u8).filter(|v| *v != b[at]) {
+            m[at] = v;
+            let what = || format!("section table byte {at} = {v:#04x}");
+            r.whole(&what, &m, Expect::Reject);
+        }
+        m[at] = b[at];
+    }
+}
+
+/// Records of a stream with one streamed section reordered, duplicated, dropped,
+/// spliced from another stream (the end record too), forged where a valid
+/// stream is made (the section ended early: valid for the envelope, only the
+/// plugin can refuse it), and replayed.
+fn streamed_records(r: &mut Runner<'_>) {
+    let b = r.base.bytes.clone();
+    let key = test_signer();
+    let l = stream_layout(&b);
+    let head = &b[..l.header_len];
+    let trailer = &b[l.trailer..];
+    let recs: Vec<&[u8]> = l.chunks.iter().map(|(s, e)| &b[*s..*e]).collect();
+    let other = r.base.other.clone();
+    let ol = stream_layout(&other);
+    let orecs: Vec<&[u8]> = ol.chunks.iter().map(|(s, e)| &other[*s..*e]).collect();
+    let otrailer = &other[ol.trailer..];
+    let n = recs.len();
+    let end = n - 1;
+    assert_eq!(
+        recs[end][0], KIND_END,
+        "one streamed section, its end record last"
+    );
+    let assemble = |order: &[usize], pool: &[&[u8]], tail: &[u8]| {
+        let mut m = head.to_vec();
+        for i in order {
+            m.extend_from_slice(pool[*i]);
+        }
+        m.extend_from_slice(tail);
+        m
+    };
+    let all: Vec<usize> = (0..n).collect();
+    // Adjacent swaps: two chunks are reordered; the end record before the last
+    // chunk names a seq the reader has not reached (a drop).
+    for i in 0..n - 1 {
+        let mut p = all.clone();
+        p.swap(i, i + 1);
+        let code = if i + 1 == end {
+            "format.chunk_dropped"
+        } else {
+            "format.chunk_reordered"
+        };
+        let what = || format!("records {i} and {} swapped", i + 1);
+        r.whole(&what, &assemble(&p, &recs, trailer), Expect::Code(code));
+    }
+    // The end record moved to the front.
+    let mut p = all.clone();
+    p.rotate_right(1);
+    let what = || "end record first".to_owned();
+    r.whole(
+        &what,
+        &assemble(&p, &recs, trailer),
+        Expect::Code("format.chunk_dropped"),
+    );
+    // Record i again right after itself and after the end record.
+    for i in 0..n {
+        let later = if i == end { vec![n] } else { vec![i + 1, n] };
+        for at in later {
+            let mut p = all.clone();
+            p.insert(at, i);
+            let code = if i == end {
+                // Where the trailer belongs.
+                "format.chunk_mismatch"
+            } else {
+                "format.chunk_duplicated"
+            };
+            let what = || format!("record {i} again at position {at}");
+            r.whole(&what, &assemble(&p, &recs, trailer), Expect::Code(code));
+        }
+    }
+    // Each record and each adjacent pair dropped.
+    for i in 0..n {
+        for k in [1, 2] {
+            if i + k > n {
+                continue;
+            }
+            let p: Vec<usize> = all.iter().copied().filter(|j| *j < i || *j >= i + k).collect();
+            let what = || format!("{k} record(s) from {i} dropped");
+            r.whole(
+                &what,
+                &assemble(&p, &recs, trailer),
+                Expect::Code("format.chunk_dropped"),
+            );
+        }
+    }
+    // Spliced from the other stream (same key and content).
+    for i in 0..n {
+        let mut pool = recs.clone();
+        pool[i] = orecs[i];
+        let code = if i == end {
+            "auth.bad_end_signature"
+        } else {
+            "auth.bad_chunk_signature"
+        };
+        let what = || format!("record {i} from another stream");
+        r.whole(&what, &assemble(&all, &pool, trailer), Expect::Code(code));
+    }
+    let what = || "trailer from another stream".to_owned();
+    r.whole(
+        &what,
+        &assemble(&all, &recs, otrailer),
+        Expect::Code("auth.bad_trailer_signature"),
+    );
+    let what = || "the other stream's header".to_owned();
+    let mut m = other[..ol.header_len].to_vec();
+    m.extend_from_slice(&b[l.header_len..]);
+    r.whole(&what, &m, Expect::Code("auth.bad_chunk_signature"));
+    let what = || "trailer twice".to_owned();
+    let mut m = b.clone();
+    m.extend_from_slice(trailer);
+    r.whole(&what, &m, Expect::Code("format.trailing_data"));
+    // Forged by the trusted key: a chunk after the short last chunk (the end was
+    // due); the section ended early after each chunk and before any (a valid
+    // stream: accepted); the trailer then left as it was.
+    let fin = final_len(&l);
+    let extra = vectors::signed_chunk(
+        &key,
+        head,
+        ChunkRecord {
+            section_index: 0,
+            data_len: 100,
+            seq: end as u64,
+            offset: fin,
+        },
+        &[0x5a; 100],
+    );
+    let mut m = assemble(&all[..end], &recs, &extra);
+    m.extend_from_slice(recs[end]);
+    m.extend_from_slice(trailer);
+    let what = || "a signed chunk after the short last chunk".to_owned();
+    r.whole(&what, &m, Expect::Code("format.bad_chunk_length"));
+    for j in 0..end {
+        let length = (j * XE_CHUNK) as u64;
+        let early = vectors::signed_end(
+            &key,
+            head,
+            SectionEnd {
+                section_index: 0,
+                seq: j as u64,
+                length,
+            },
+        );
+        let t = vectors::signed_trailer(
+            &key,
+            head,
+            Trailer {
+                chunk_count: j as u64,
+                total_len: length,
+            },
+        );
+        let mut m = assemble(&all[..j], &recs, &early);
+        m.extend_from_slice(&t);
+        let what = || format!("section ended after {j} chunks, signed");
+        r.whole(&what, &m, Expect::Accepted);
+        let mut m = assemble(&all[..j], &recs, &early);
+        m.extend_from_slice(trailer);
+        let what = || format!("section ended after {j} chunks, the old trailer");
+        r.whole(&what, &m, Expect::Code("format.trailer_mismatch"));
+    }
+    // Replay where the destination issued a nonce.
+    let what = || "replayed with an expected nonce".to_owned();
+    r.check(
+        &what,
+        &b,
+        Some([0x22; 32]),
+        Feed::Whole,
+        Expect::Code("auth.unbound_stream"),
+    );
+}
+
+fn run_xe_families(base: &Base, totals: &mut Totals) {
+    let start = Instant::now();
+    let mut r = Runner::new(base);
+    xe_fields(&mut r);
+    truncations(&mut r, Depth::Records);
+    xe_byte_flips(&mut r);
+    r.pooled = true;
+    streamed_records(&mut r);
+    resplits(&mut r, Depth::Records);
+    eprintln!(
+        "mutation: {}: {} inputs in {:.2?}",
+        base.name,
+        r.count,
+        start.elapsed()
+    );
+    r.finish(totals);
+}
+
+// ---------------------------------------------------------------------------
+// Mutations inside the Xe payload, the envelope signed again.
+
+/// Xe header fields: (name, offset in the header, width).
+const XE_FIELDS: [(&str, usize, usize); 7] = [
+    ("version", 0, 1),
+    ("type", 1, 1),
+    ("tile_id", 2, 1),
+    ("gt_id", 3, 1),
+    ("flags", 4, 4),
+    ("offset", 8, 8),
+    ("size", 16, 8),
+];
+
+/// One mutation of an Xe packet header: field `field` (of [`XE_FIELDS`]) of the
+/// header at payload offset `at` set to `value`; refused with `code`, or with any
+/// `vendor.xe.*` code when `None`.
+#[derive(Debug, Clone)]
+struct XeHeaderMutant {
+    at: usize,
+    packet: usize,
+    ty: u8,
+    field: usize,
+    value: u64,
+    code: Option<&'static str>,
+}
+
+impl XeHeaderMutant {
+    fn describe(&self) -> String {
+        format!(
+            "packet {} (type {}, at {}): {} = {:#x}",
+            self.packet, self.ty, self.at, XE_FIELDS[self.field].0, self.value
+        )
+    }
+
+    fn apply(&self, payload: &mut [u8]) {
+        let (_, off, width) = XE_FIELDS[self.field];
+        put(payload, self.at + off, width, self.value);
+    }
+}
+
+/// The header mutations of every packet of `payload` (valid for `c`) that the Xe
+/// validator must refuse: each header field set to values outside its rules
+/// (`FORMAT.md`, "What this plugin checks"), with the exact code where the check
+/// order fixes it. `brief`: only version, type, flags, size 2^63, offset overflow
+/// and the tile and GT ids (the broker restores).
+fn xe_header_mutants(c: &mdevmig_xe::Config, payload: &[u8], brief: bool) -> Vec<XeHeaderMutant> {
+    use mdevmig_xe::codes as x;
+    let mut out = Vec::new();
+    for (packet, &(at, end)) in fuzz_xe::packets(payload).iter().enumerate() {
+        let ty = payload[at + 1];
+        let tile = payload[at + 2];
+        let gt = payload[at + 3];
+        let offset = le_at(payload, at + 8, 8);
+        let size = (end - at - 24) as u64;
+        let whole_only = ty == 1 || ty == 2; // descriptor, trailer: tile 0, GT 0
+        let vram = ty == 6;
+        let mut m = |field: usize, value: u64, code: Option<&'static str>| {
+            out.push(XeHeaderMutant {
+                at,
+                packet,
+                ty,
+                field,
+                value,
+                code,
+            })
+        };
+        let ids = |specific: &'static str| if whole_only { x::BAD_IDS } else { specific };
+        m(0, 2, Some(x::BAD_VERSION));
+        m(1, 7, Some(x::UNKNOWN_TYPE));
+        m(4, 1, Some(x::BAD_FLAGS));
+        m(6, 1 << 63, Some(x::SIZE_TOO_LARGE));
+        if size > 0 {
+            m(5, u64::MAX - size + 1, Some(x::OFFSET_OVERFLOW));
+        } else {
+            m(5, u64::MAX, Some(x::BAD_OFFSET));
+        }
+        m(2, u64::from(c.tiles), Some(ids(x::UNKNOWN_TILE)));
+        m(3, u64::from(c.gt_count()), Some(ids(x::UNKNOWN_GT)));
+        if c.gts == 2 && !whole_only && (vram || ty == 3) {
+            // The media GT of the same tile.
+            m(3, u64::from(tile * c.gts + 1), Some(x::WRONG_GT));
+        }
+        if c.tiles == 2 && !whole_only {
+            // The same GT number on the other tile.
+            m(
+                3,
+                u64::from((1 - tile) * c.gts + gt % c.gts),
+                Some(x::GT_NOT_ON_TILE),
+            );
+        }
+        if brief {
+            continue;
+        }
+        for v in [0u64, 0xff] {
+            m(0, v, Some(x::BAD_VERSION));
+        }
+        for v in [0u64, 0x80, 0xff] {
+            m(1, v, Some(x::UNKNOWN_TYPE));
+        }
+        m(4, 1 << 31, Some(x::BAD_FLAGS));
+        for v in [u64::MAX, (512 << 20) + 1] {
+            m(6, v, Some(x::SIZE_TOO_LARGE));
+        }
+        m(2, 0xff, Some(ids(x::UNKNOWN_TILE)));
+        m(3, 0xff, Some(ids(x::UNKNOWN_GT)));
+        if vram {
+            let limit = c.vram_per_tile();
+            let code = if offset + 1 + size > limit {
+                x::OUT_OF_RANGE
+            } else {
+                x::UNALIGNED
+            };
+            m(5, offset + 1, Some(code));
+            m(5, limit, Some(x::OUT_OF_RANGE));
+        } else {
+            m(5, 4096, Some(x::BAD_OFFSET));
+        }
+        // Framing and structure: another size, another known type.
+        for v in [size + 1, size.wrapping_sub(1), 0, size + 4096] {
+            if v != size && v < 1 << 40 {
+                m(6, v, None);
+            }
+        }
+        for t in 1..=6u64 {
+            if t != u64::from(ty) {
+                m(1, t, None);
+            }
+        }
+    }
+    out
+}
+
+/// Structural mutations of `payload` (valid for the sim's default tiny
+/// configuration, in its order: descriptor, VRAM, GuC, GGTT, MMIO, trailer): the
+/// payload cut, bytes after the trailer, packets dropped, repeated and inserted,
+/// the descriptor's ids changed: (what, payload, the code, or any `vendor.xe.*`
+/// code for `None`).
+fn xe_structural_mutants(payload: &[u8]) -> Vec<(String, Vec<u8>, Option<&'static str>)> {
+    use mdevmig_xe::codes as x;
+    let p = fuzz_xe::packets(payload);
+    let mut out: Vec<(String, Vec<u8>, Option<&'static str>)> = Vec::new();
+    out.push(("empty payload".into(), Vec::new(), Some(x::MISSING_TRAILER)));
+    for (i, &(s, e)) in p.iter().enumerate() {
+        let ty = payload[s + 1];
+        if s > 0 {
+            out.push((
+                format!("cut before packet {i}"),
+                payload[..s].to_vec(),
+                Some(x::MISSING_TRAILER),
+            ));
+        }
+        for cut in [s + 1, s + 23, s + 24, s + 24 + (e - s - 24) / 2] {
+            if cut < e {
+                out.push((
+                    format!("cut at {cut} in packet {i}"),
+                    payload[..cut].to_vec(),
+                    Some(x::TRUNCATED),
+                ));
+            }
+        }
+        let dropped = [&payload[..s], &payload[e..]].concat();
+        let code = match ty {
+            1 => Some(x::DESCRIPTOR_NOT_FIRST),
+            2 => Some(x::MISSING_TRAILER),
+            3..=5 => Some(x::MISSING_PACKET),
+            // A re-sent dirty page (the first pass is in 64 KiB packets): its
+            // absence leaves a valid stream.
+            _ if e - s - 24 == 4096 => continue,
+            _ => None,
+        };
+        out.push((format!("packet {i} dropped"), dropped, code));
+        let again = [&payload[..e], &payload[s..e], &payload[e..]].concat();
+        let code = match ty {
+            1 | 3..=5 => Some(x::DUPLICATE),
+            2 => Some(x::AFTER_TRAILER),
+            _ => continue, // VRAM may be sent again
+        };
+        out.push((format!("packet {i} twice"), again, code));
+    }
+    let (ds, de) = p[0];
+    let trailer = &payload[p.last().unwrap().0..];
+    for tail in [vec![0u8], trailer.to_vec(), payload[ds..de].to_vec()] {
+        let mut m = payload.to_vec();
+        m.extend_from_slice(&tail);
+        out.push((
+            format!("{} bytes after the trailer", tail.len()),
+            m,
+            Some(x::AFTER_TRAILER),
+        ));
+    }
+    // An unknown packet type (no payload) after the descriptor.
+    let mut unknown = payload[..de].to_vec();
+    unknown.extend_from_slice(&mdevmig_xe::Header::new(mdevmig_xe::PacketType(9), 0, 0, 0, 0).encode());
+    unknown.extend_from_slice(&payload[de..]);
+    out.push((
+        "an unknown packet type after the descriptor".into(),
+        unknown,
+        Some(x::UNKNOWN_TYPE),
+    ));
+    // The descriptor's KLVs: the device id, the revision id, a key.
+    for (what, at, code) in [
+        ("device id", 4, x::DESCRIPTOR_MISMATCH),
+        ("revision id", 12, x::DESCRIPTOR_MISMATCH),
+        ("first key", 2, x::BAD_DESCRIPTOR),
+    ] {
+        let mut m = payload.to_vec();
+        m[ds + 24 + at] ^= 0x01;
+        out.push((format!("descriptor {what} changed"), m, Some(code)));
+    }
+    out
+}
+
+/// Reads `input` (a validly signed stream) and feeds its section 0 to a fresh
+/// `StreamValidator` for `c` chunk by chunk, as the broker does, up to the first
+/// refusal: the reader's code (`Err(..)`), or the validator's outcome.
+fn read_and_validate(input: &[u8], c: &mdevmig_xe::Config) -> Result<Result<(), &'static str>, &'static str> {
+    let opts = ReadOptions {
+        expected_nonce: None,
+        single_threaded: true,
+    };
+    let mut r = mdevmig::codec::stream::StreamReader::open(input, &test_trust(), &opts)
+        .map_err(|e| e.code.as_str())?;
+    let mut v = mdevmig_xe::StreamValidator::new(c);
+    while let Some(chunk) = r.next_chunk().map_err(|e| e.code.as_str())? {
+        if let Err(e) = v.feed(chunk.data) {
+            return Ok(Err(e.code));
+        }
+    }
+    Ok(v.finish().map_err(|e| e.code))
+}
+
+/// Mutations inside the Xe payload, each carried in a validly re-signed envelope:
+/// the reader must accept the envelope (nothing there is wrong) and the Xe
+/// validator must refuse the payload with a documented `vendor.xe.*` code (the
+/// exact one where the check order fixes it) whether it is fed chunk by chunk or
+/// whole, within the allocation bound. For the sim's tiny stream (header fields of
+/// every packet, structural mutations) and a two-tile, two-GT stream from the
+/// packet builder (header fields).
+fn xe_payload_mutations(totals: &mut Totals) {
+    let start = Instant::now();
+    let mut t = Totals::default();
+    let mut one = |what: &dyn Fn() -> String,
+                   c: &mdevmig_xe::Config,
+                   payload: &[u8],
+                   env: &[u8],
+                   code: Option<&'static str>| {
+        t.count += 1;
+        let (got, bytes) = measure(|| catch_unwind(AssertUnwindSafe(|| read_and_validate(env, c))));
+        t.peak = t.peak.max(bytes);
+        let whole = fuzz_xe::validate(c, payload, &[]);
+        let why = match got {
+            _ if bytes > alloc_bound_for(XE_CHUNK) => Some(format!("{bytes} bytes allocated")),
+            Err(_) => Some("panicked".to_owned()),
+            Ok(Err(e)) => Some(format!(
+                "the envelope was refused ({e}), but it is validly signed"
+            )),
+            Ok(Ok(Ok(()))) => Some("the Xe validator accepted a modified payload".to_owned()),
+            Ok(Ok(Err(got))) if !got.starts_with("vendor.xe.") || !fuzz_xe::documented(got) => {
+                Some(format!("refused with {got}, not a documented vendor.xe code"))
+            }
+            Ok(Ok(Err(got))) if code.is_some_and(|c| c != got) => {
+                Some(format!("refused with {got}, expected {}", code.unwrap_or("")))
+            }
+            Ok(Ok(Err(got))) if whole != Err(got) => {
+                Some(format!("refused with {got} chunk by chunk, {whole:?} whole"))
+            }
+            Ok(Ok(Err(_))) => None,
+        };
+        if let Some(why) = why {
+            if t.failures.len() < 40 {
+                t.failures
+                    .push(format!("xe payload ({} tile(s)): {}: {why}", c.tiles, what()));
+            }
+        }
+    };
+    let mut two = xe_config();
+    two.tiles = 2;
+    // The sim's stream: every mutation. Two tiles: the brief header mutations,
+    // which include a GT of the other tile.
+    let cases: Vec<(mdevmig_xe::Config, Vec<u8>, bool)> = vec![
+        (xe_config(), xe_payload(), true),
+        (two, fuzz_xe::base(&two).to_vec(), false),
+    ];
+    for (c, payload, full) in cases {
+        assert_eq!(fuzz_xe::validate(&c, &payload, &[]), Ok(()), "the base payload");
+        let env = xe_envelope(&payload, 0x37);
+        let l = stream_layout(&env);
+        // A payload offset's place in the envelope (chunks are XE_CHUNK bytes).
+        let place = |p: usize| l.chunks[p / XE_CHUNK].0 + 88 + p % XE_CHUNK;
+        let (mut p, mut e) = (payload.clone(), env.clone());
+        for m in xe_header_mutants(&c, &payload, !full) {
+            m.apply(&mut p);
+            for i in m.at..m.at + 24 {
+                e[place(i)] = p[i];
+            }
+            let signed = place(m.at)..place(m.at + 23) + 1;
+            resign_records(&mut e, &l, signed.clone());
+            one(&|| m.describe(), &c, &p, &e, m.code);
+            // Back to the base: the bytes, then the signatures.
+            p[m.at..m.at + 24].copy_from_slice(&payload[m.at..m.at + 24]);
+            for i in m.at..m.at + 24 {
+                e[place(i)] = p[i];
+            }
+            resign_records(&mut e, &l, signed);
+        }
+        assert!(e == env, "the envelope was not restored");
+        if full {
+            for (what, p, code) in xe_structural_mutants(&payload) {
+                one(&|| what.clone(), &c, &p, &xe_envelope(&p, 0x37), code);
+            }
+        }
+    }
+    eprintln!(
+        "mutation: xe payload: {} inputs in {:.2?}, peak allocation {} bytes",
+        t.count,
+        start.elapsed(),
+        t.peak
+    );
+    totals.count += t.count;
+    totals.peak = totals.peak.max(t.peak);
+    totals.failures.extend(t.failures);
 }
 
 fn run_families(base: &Base, depth: Depth, exhaustive: bool, totals: &mut Totals) {
@@ -784,8 +1680,9 @@ fn mutated_streams_are_refused_without_panic_or_unbounded_allocation() {
         multi_base(),
         mtty_base(),
         long_base(),
+        xe_base(),
     ];
-    let [single, bound, multi, mtty, long] = &bases;
+    let [single, bound, multi, mtty, long, xe] = &bases;
     // Two threads, about equal work.
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {
@@ -793,6 +1690,8 @@ fn mutated_streams_are_refused_without_panic_or_unbounded_allocation() {
             run_families(single, Depth::Every, true, &mut t);
             run_families(bound, Depth::Every, false, &mut t);
             run_families(mtty, Depth::Every, false, &mut t);
+            run_xe_families(xe, &mut t);
+            xe_payload_mutations(&mut t);
             t
         });
         let b = s.spawn(|| {
@@ -807,10 +1706,12 @@ fn mutated_streams_are_refused_without_panic_or_unbounded_allocation() {
     let mut failures = a.failures;
     failures.extend(b.failures);
     eprintln!(
-        "mutation: {count} inputs in {:.2?}, peak allocation while reading {} bytes (bound {})",
+        "mutation: {count} inputs in {:.2?}, peak allocation while reading {} bytes (bound {} \
+         for 4096-byte chunks, {} for the xe stream's {XE_CHUNK})",
         start.elapsed(),
         a.peak.max(b.peak),
-        alloc_bound()
+        alloc_bound(),
+        alloc_bound_for(XE_CHUNK)
     );
     assert!(MEASURED.load(Ordering::Relaxed) >= count);
     assert!(
@@ -951,6 +1852,343 @@ fn restore_refuses_mutated_streams_and_leaves_the_device_running_and_unchanged()
         failures.join("\n")
     );
     assert!(count > 1000, "only {count} inputs");
+}
+
+// ---------------------------------------------------------------------------
+// The broker's restore path into a simulated Xe VF.
+//
+// xe-vf-tiny is not a device type the plugin offers, so these streams are
+// xe-vf-64m ones (64 MiB of VRAM) in 1 MiB chunks: a real save of the simulated
+// VF (the VRAM first, then GuC, GGTT and MMIO) for mutations of the envelope,
+// and the packet builder's stream in the driver's order (per GT: GuC, GGTT,
+// MMIO, then VRAM), whose small packets come first, for mutations inside the
+// payload. The mutants are few (a whole restore reads 64 MiB); the tiny stream
+// above takes the many.
+
+/// A device that counts the bytes written to it.
+struct Watched {
+    inner: Box<dyn MigrationDevice>,
+    written: u64,
+}
+
+impl MigrationDevice for Watched {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn info(&self) -> &DeviceInfo {
+        self.inner.info()
+    }
+    fn migration_flags(&self) -> u64 {
+        self.inner.migration_flags()
+    }
+    fn state(&mut self) -> mdevmig::Result<MigState> {
+        self.inner.state()
+    }
+    fn set_state(&mut self, target: MigState) -> mdevmig::Result<()> {
+        self.inner.set_state(target)
+    }
+    fn read_data(&mut self, buf: &mut [u8]) -> mdevmig::Result<mdevmig::device::DataRead> {
+        self.inner.read_data(buf)
+    }
+    fn write_data(&mut self, buf: &[u8]) -> mdevmig::Result<()> {
+        self.written += buf.len() as u64;
+        self.inner.write_data(buf)
+    }
+    fn data_size(&mut self) -> mdevmig::Result<u64> {
+        self.inner.data_size()
+    }
+    fn precopy_info(&mut self) -> mdevmig::Result<mdevmig::device::PrecopyInfo> {
+        self.inner.precopy_info()
+    }
+    fn reset(&mut self) -> mdevmig::Result<()> {
+        self.inner.reset()
+    }
+    fn state_digest(&mut self) -> Option<[u8; 32]> {
+        self.inner.state_digest()
+    }
+}
+
+const XE_DST: &str = "sim:xe/xe-vf-64m,seed=9";
+
+/// `payload` in the header `h` (another stream id), 1 MiB chunks, signed by the
+/// test key.
+fn xe_64m_envelope(h: &Header, payload: &[u8], stream_id: u8) -> Vec<u8> {
+    let mut h = with_stream_id(h.clone(), stream_id);
+    h.chunk_size = 1 << 20;
+    let mut w = StreamWriter::new(Vec::new(), &h, &test_signer()).unwrap();
+    w.write_data(payload).unwrap();
+    w.end_section().unwrap();
+    w.finish().unwrap()
+}
+
+/// `env` (laid out as `l`, its one streamed section carrying `old`) cut again
+/// for the payload `new`: the chunks `old` and `new` share are kept, the rest is
+/// written and signed by the test key with a new end record and trailer. What
+/// the writer makes of `new`, without hashing the shared chunks again.
+fn recut(env: &[u8], l: &Layout, old: &[u8], new: &[u8]) -> Vec<u8> {
+    let key = test_signer();
+    let cs = l.chunk_size as usize;
+    let same = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let keep = (same / cs).min(l.chunks.len() - 1);
+    let head = &env[..l.header_len];
+    let mut out = env[..l.chunks[keep].0].to_vec();
+    let (mut seq, mut off) = (keep as u64, keep * cs);
+    while off < new.len() {
+        let n = cs.min(new.len() - off);
+        let rec = ChunkRecord {
+            section_index: 0,
+            data_len: n as u32,
+            seq,
+            offset: off as u64,
+        };
+        out.extend(vectors::signed_chunk(&key, head, rec, &new[off..off + n]));
+        seq += 1;
+        off += n;
+    }
+    let length = new.len() as u64;
+    out.extend(vectors::signed_end(
+        &key,
+        head,
+        SectionEnd {
+            section_index: 0,
+            seq,
+            length,
+        },
+    ));
+    out.extend(vectors::signed_trailer(
+        &key,
+        head,
+        Trailer {
+            chunk_count: seq,
+            total_len: length,
+        },
+    ));
+    out
+}
+
+#[test]
+fn restore_refuses_mutated_xe_streams_and_nothing_reaches_the_device() {
+    use mdevmig_xe::codes as x;
+    let start = Instant::now();
+    // A real save, and its restore (the pattern the mutants must not match).
+    let mut src = open_sim("sim:xe/xe-vf-64m,seed=3,dirty=2");
+    let mut saved = Vec::new();
+    let opts = SaveOptions {
+        chunk_size: 1 << 20,
+        ..SaveOptions::default()
+    };
+    let report = broker::save(&mut *src, &registry(), &test_signer(), &mut saved, &opts).unwrap();
+    let mut fresh = open_sim(XE_DST);
+    let r = restore(&mut *fresh, &saved, None).unwrap();
+    assert_eq!(
+        r.state_digest, report.state_digest,
+        "an xe restore changed the state"
+    );
+    // The driver-order stream restores too.
+    let config = mdevmig_xe::Config::new(mdevmig_xe::XE_VF_64M);
+    let payload = mdevmig_xe::testing::stream(&config, 5);
+    let env = xe_64m_envelope(&report.header, &payload, 0x41);
+    let mut fresh = open_sim(XE_DST);
+    restore(&mut *fresh, &env, None).unwrap();
+
+    let mut dev = Watched {
+        inner: open_sim(XE_DST),
+        written: 0,
+    };
+    let before = dev.state_digest();
+    let mut count = 0u64;
+    let mut failures: Vec<String> = Vec::new();
+    // `code`: the exact code, or any documented one (`None`); `seen`: the
+    // payload bytes the device may have been given (the refused packet's header
+    // never reaches it whole).
+    let mut one = |dev: &mut Watched,
+                   what: &dyn Fn() -> String,
+                   input: &[u8],
+                   session: Option<[u8; 32]>,
+                   code: Option<&'static str>,
+                   seen: Option<u64>| {
+        count += 1;
+        dev.written = 0;
+        let got = catch_unwind(AssertUnwindSafe(|| restore(&mut *dev, input, session)));
+        let why = match got {
+            Err(_) => Some("panicked".to_owned()),
+            Ok(Ok(_)) => Some("accepted after modification".to_owned()),
+            Ok(Err(e)) if !documented(e.code.as_str()) => Some(format!("undocumented code {}", e.code)),
+            Ok(Err(e)) if code.is_some_and(|c| c != e.code.as_str()) => Some(format!(
+                "refused with {}, expected {}: {}",
+                e.code,
+                code.unwrap_or(""),
+                e.message
+            )),
+            Ok(Err(_)) => None,
+        };
+        let state = dev.state();
+        let why = why.or_else(|| {
+            (state.as_ref().ok() != Some(&MigState::Running)).then(|| format!("device left in {state:?}"))
+        });
+        let why = why.or_else(|| (dev.state_digest() != before).then(|| "device state changed".to_owned()));
+        let why = why.or_else(|| {
+            seen.filter(|s| dev.written > *s).map(|s| {
+                format!(
+                    "{} bytes reached the device, the refused header starts at {s}",
+                    dev.written
+                )
+            })
+        });
+        if let Some(why) = why {
+            dev.inner = open_sim(XE_DST);
+            if failures.len() < 40 {
+                failures.push(format!("{}: {why}", what()));
+            }
+        }
+    };
+
+    // The envelope of the real save.
+    let l = stream_layout(&saved);
+    let field = |name: &str| l.fields.iter().find(|f| f.name == name).unwrap().clone();
+    let fin = final_len(&l);
+    let n = l.chunks.len();
+    let (end_s, end_e) = l.chunks[n - 1];
+    for (what, cut) in [
+        ("the header alone", l.header_len),
+        ("inside chunk 3", l.chunks[3].0 + 88 + 1000),
+        ("before the end record", end_s),
+    ] {
+        one(
+            &mut dev,
+            &|| format!("cut {what}"),
+            &saved[..cut],
+            None,
+            Some("format.truncated"),
+            None,
+        );
+    }
+    for (name, v, code) in [
+        ("end[0].length", fin + 1, Some("format.section_length_mismatch")),
+        ("section[0].length", fin - 1, Some("limit.section_over_bound")),
+        (
+            "section[0].length",
+            config.max_stream_len() + 1,
+            Some("limit.section_too_large"),
+        ),
+        ("section[0].flags", u64::from(SECTION_REQUIRED), None),
+    ] {
+        let f = field(name);
+        let mut m = saved.clone();
+        put(&mut m, f.at, f.width, v);
+        let m = if f.at < l.header_len {
+            fuzz_streamed::resign_streamed(&m, &test_signer())
+        } else {
+            resign_records(&mut m, &l, f.at..f.at + 1);
+            m
+        };
+        one(
+            &mut dev,
+            &|| format!("{name} = {v:#x}, re-signed"),
+            &m,
+            None,
+            code,
+            None,
+        );
+    }
+    let ol = stream_layout(&env);
+    let (oe_s, oe_e) = ol.chunks[ol.chunks.len() - 1];
+    for (what, m, code) in [
+        (
+            "end record dropped",
+            [&saved[..end_s], &saved[end_e..]].concat(),
+            "format.chunk_dropped",
+        ),
+        (
+            "end record from another stream",
+            [&saved[..end_s], &env[oe_s..oe_e], &saved[end_e..]].concat(),
+            "auth.bad_end_signature",
+        ),
+    ] {
+        one(&mut dev, &|| what.to_owned(), &m, None, Some(code), None);
+    }
+    one(
+        &mut dev,
+        &|| "unbound stream where a bound one is required".into(),
+        &saved,
+        Some([0x22; 32]),
+        Some("auth.unbound_stream"),
+        None,
+    );
+
+    // Inside the payload, the envelope re-signed: the Xe validator refuses.
+    let place = |p: usize| ol.chunks[p >> 20].0 + 88 + (p & ((1 << 20) - 1));
+    let mut e = env.clone();
+    for m in xe_header_mutants(&config, &payload, true) {
+        // The version and flags are the tiny stream's business; past the VRAM
+        // (a whole restore each), the size alone.
+        if matches!(m.field, 0 | 4) || m.at > 1 << 20 && m.field != 6 {
+            continue;
+        }
+        let mut p = payload[m.at..m.at + 24].to_vec();
+        XeHeaderMutant { at: 0, ..m.clone() }.apply(&mut p);
+        for (i, b) in p.iter().enumerate() {
+            e[place(m.at + i)] = *b;
+        }
+        let signed = place(m.at)..place(m.at + 23) + 1;
+        resign_records(&mut e, &ol, signed.clone());
+        let code = m.code.unwrap();
+        assert!(code.starts_with("vendor.xe."));
+        one(
+            &mut dev,
+            &|| m.describe(),
+            &e,
+            None,
+            Some(code),
+            Some(m.at as u64 + 23),
+        );
+        for i in 0..24 {
+            e[place(m.at + i)] = payload[m.at + i];
+        }
+        resign_records(&mut e, &ol, signed);
+    }
+    assert!(e == env, "the envelope was not restored");
+    assert!(recut(&env, &ol, &payload, &payload) == env);
+    let packets = fuzz_xe::packets(&payload);
+    let (trailer, _) = *packets.last().unwrap();
+    let (vram, _) = *packets.iter().find(|(s, _)| payload[s + 1] == 6).unwrap();
+    for (what, p, code, seen) in [
+        (
+            "payload cut inside the trailer",
+            payload[..trailer + 12].to_vec(),
+            x::TRUNCATED,
+            None,
+        ),
+        (
+            "payload cut inside the VRAM",
+            payload[..vram + 24 + 4096].to_vec(),
+            x::TRUNCATED,
+            None,
+        ),
+        (
+            "a byte after the trailer",
+            [&payload[..], &[0][..]].concat(),
+            x::AFTER_TRAILER,
+            Some(payload.len() as u64),
+        ),
+        (
+            "the trailer twice",
+            [&payload[..], &payload[trailer..]].concat(),
+            x::AFTER_TRAILER,
+            Some(payload.len() as u64 + 23),
+        ),
+    ] {
+        let m = recut(&env, &ol, &payload, &p);
+        one(&mut dev, &|| what.to_owned(), &m, None, Some(code), seen);
+    }
+    eprintln!("xe restore mutation: {count} inputs in {:.2?}", start.elapsed());
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(count >= 40, "only {count} inputs");
 }
 
 // ---------------------------------------------------------------------------
@@ -1187,8 +2425,14 @@ fn bug_class_03_size_from_stream_where_the_local_constant_must_be_used() {
         );
     }
     // mtty through the broker: a signed header may declare any section length;
-    // the plugin uses its type's constant (96 for mtty-2), not the header's.
-    for len in [60usize, 95, 97] {
+    // the broker holds it against the plugin's constant for the destination's
+    // type (96 for mtty-2) before anything is read, and the plugin uses its
+    // constant, not the header's.
+    for (len, want) in [
+        (60usize, "vendor.section_length"),
+        (95, "vendor.section_length"),
+        (97, "limit.section_too_large"),
+    ] {
         let mut h = vectors::single().0;
         h.sections[0].length = len as u64;
         let mut data = mtty_state().to_bytes();
@@ -1197,13 +2441,7 @@ fn bug_class_03_size_from_stream_where_the_local_constant_must_be_used() {
         let mut dev = open_sim("sim:mtty/mtty-2,seed=7");
         let before = dev.state_digest();
         let e = restore(&mut *dev, &s, None).unwrap_err();
-        assert!(
-            matches!(
-                e.code.as_str(),
-                "vendor.mtty.bad_length" | "limit.section_too_large"
-            ),
-            "{len}: {e:?}"
-        );
+        assert_eq!(e.code.as_str(), want, "{len}: {e:?}");
         assert_eq!(dev.state_digest(), before);
     }
 }
@@ -1586,6 +2824,8 @@ fn fuzz_regressions_replay_without_panic() {
                 "stream_reader" => mdevmig::fuzzing::fuzz_stream_reader(&data),
                 "policy" => mdevmig::fuzzing::fuzz_policy(&data),
                 "plugin_hisi_acc" => mdevmig_hisi_acc::fuzzing::parse_and_validate(&data),
+                "stream_reader_streamed" => fuzz_streamed::run(&data),
+                "xe_validator_splits" => fuzz_xe::run(&data),
                 _ => {}
             };
             assert!(
@@ -1682,4 +2922,132 @@ fn write_fuzz_seeds() {
     ] {
         write("policy", name, doc.as_bytes());
     }
+    // stream_reader_streamed, bytes mode (selector bit 0 clear; bits 1-7 the
+    // piece size of the split read): the streamed vectors.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("streamed") && n.ends_with(".mdm"))
+        .collect();
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        let mut s = vec![(i as u8 * 6) & 0xfe];
+        s.extend_from_slice(&std::fs::read(dir.join(name)).unwrap());
+        write("stream_reader_streamed", &format!("bytes-{name}"), &s);
+    }
+    // Script mode (bit 0 set): header configurations completed canonically, and
+    // scripts that drop, repeat, swap, forge and cut records.
+    for (name, script) in fuzz_seed_scripts() {
+        let mut s = vec![fuzz_streamed::SCRIPT | 0x10];
+        s.extend_from_slice(&script);
+        assert!(
+            fuzz_streamed::script_stream(&script, &test_signer()).is_some(),
+            "{name}"
+        );
+        write("stream_reader_streamed", &format!("script-{name}.bin"), &s);
+    }
+    // xe_validator_splits, raw mode: the first packets of valid streams (no
+    // VRAM, so refused at the trailer), in 1-byte pieces, in pieces that end
+    // inside headers, whole.
+    for (select, splits) in [(0u8, vec![0u8]), (2, vec![23, 0, 24, 0xc1]), (4, vec![])] {
+        let c = fuzz_xe::config(select);
+        let base = fuzz_xe::base(&c);
+        let p = fuzz_xe::packets(base);
+        let mut stream: Vec<u8> = p
+            .iter()
+            .filter(|(s, _)| base[s + 1] != 6)
+            .flat_map(|&(s, e)| base[s..e].iter().copied())
+            .collect();
+        stream.truncate(4096);
+        let mut s = vec![select, splits.len() as u8];
+        s.extend_from_slice(&splits);
+        s.extend_from_slice(&stream);
+        write("xe_validator_splits", &format!("raw-{select}.bin"), &s);
+    }
+    // Mutate mode: a valid tiny stream as it is, and with one operation each
+    // (see fuzz/src/xe_splits.rs).
+    for (name, select, ops) in [
+        ("valid", 1u8, vec![]),
+        ("valid-two-tiles", 3, vec![]),
+        ("size-2-63", 1, vec![1, 1, 6, 5, 0, 0]),
+        ("type-7", 1, vec![1, 2, 1, 3, 0, 0]),
+        ("offset-overflow", 1, vec![1, 4, 5, 13, 0, 0]),
+        ("gt-other-tile", 3, vec![1, 1, 3, 14, 2, 0]),
+        ("after-trailer", 1, vec![5, 0, 0, 0, 0, 0]),
+        ("cut", 1, vec![2, 0x10, 0x20, 0x01, 0, 0]),
+        ("drop-descriptor", 1, vec![3, 0, 0, 0, 0, 0]),
+        ("descriptor-twice", 5, vec![4, 0, 1, 0, 0, 0]),
+    ] {
+        let splits = [0u8, 23, 0xc3, 0xff, 1];
+        let mut s = vec![select, splits.len() as u8];
+        s.extend_from_slice(&splits);
+        s.extend_from_slice(&ops);
+        write("xe_validator_splits", &format!("mutate-{name}.bin"), &s);
+    }
+}
+
+/// Scripts for the `stream_reader_streamed` seeds (see `fuzz_streamed::script_stream`).
+fn fuzz_seed_scripts() -> Vec<(&'static str, Vec<u8>)> {
+    // Section flags byte: bit 0 streamed, bit 1 required, bits 2-4 whole chunks
+    // of the length or bound, bits 5-7 of a streamed section's data; each
+    // followed by the u16 remainders.
+    let streamed = |bound_units: u8, data_units: u8| 1 | 2 | bound_units << 2 | data_units << 5;
+    let exact = |units: u8| 2 | units << 2;
+    let mut out = vec![
+        // One streamed section: 3 chunks and 100 bytes of bound, 2 chunks and 5
+        // bytes of data (a short last chunk).
+        ("one-streamed", vec![0, streamed(3, 2), 100, 0, 5, 0]),
+        // Data an exact multiple of the chunk size, below the bound.
+        ("streamed-whole-chunks", vec![0, streamed(3, 2), 100, 0, 0, 0]),
+        // Bound reached exactly.
+        ("streamed-at-bound", vec![0, streamed(2, 2), 0, 0, 0, 0]),
+        // Bound 0, no data: the end record alone.
+        ("streamed-empty", vec![0, streamed(0, 0), 0, 0, 0, 0]),
+        // The writer gives more than the bound.
+        ("streamed-over-bound", vec![0, streamed(1, 2), 0, 0, 1, 0]),
+        // 8 KiB chunks: exact, streamed, empty exact, streamed.
+        (
+            "mixed",
+            vec![
+                1 | 3 << 1,
+                exact(1),
+                10,
+                0,
+                streamed(2, 1),
+                7,
+                0,
+                9,
+                0,
+                exact(0),
+                0,
+                0,
+                streamed(1, 0),
+                0,
+                0,
+                3,
+                0,
+            ],
+        ),
+    ];
+    let base = vec![0, streamed(3, 2), 100, 0, 5, 0];
+    for (name, ops) in [
+        // Two canonical records, then one dropped.
+        ("drop", vec![0, 0, 4]),
+        // Three records, the second again.
+        ("repeat", vec![0, 0, 0, 8, 1]),
+        // Two chunks swapped.
+        ("swap", vec![0, 0, 9]),
+        // An end record after the first chunk (seq +0, length +0, advance).
+        ("early-end", vec![0, 6, 0, 0, 0, 0, 4]),
+        // A chunk with a bad signature where the second belongs.
+        ("bad-signature", vec![0, 5, 0, 0, 0, 0, 0x10, 0, 1]),
+        // Stop after two records and cut 10 bytes.
+        ("cut", vec![0, 0, 11, 10]),
+    ] {
+        let mut s = base.clone();
+        s.extend_from_slice(&ops);
+        out.push((name, s));
+    }
+    out
 }
