@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use crate::codec::header::{self, Header, PREFIX_LEN};
-use crate::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_TRAILER};
+use crate::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
 use crate::codec::stream::{read_header_unverified, ReadOptions, StreamReader, StreamWriter};
-use crate::codec::{CHUNK_CONTEXT, TRAILER_CONTEXT};
+use crate::codec::{CHUNK_CONTEXT, END_CONTEXT, TRAILER_CONTEXT};
 use crate::compat::{self, Policy};
 use crate::error::{Code, Result};
 
@@ -165,12 +165,19 @@ pub fn reencode(bytes: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> Optio
     };
     let mut r = StreamReader::open(bytes, trust, &inline).ok()?;
     let header = r.header().header.clone();
-    let mut data = Vec::new();
+    // Per section: a streamed section's data ends where its end record was, which
+    // the writer reproduces with end_section().
+    let mut data = vec![Vec::new(); header.sections.len()];
     while let Some(c) = r.next_chunk().ok()? {
-        data.extend_from_slice(c.data);
+        data.get_mut(usize::from(c.section_index))?.extend_from_slice(c.data);
     }
     let mut w = StreamWriter::new(Vec::new(), &header, key).ok()?;
-    w.write_data(&data).ok()?;
+    for (d, s) in data.iter().zip(&header.sections) {
+        w.write_data(d).ok()?;
+        if s.streamed() {
+            w.end_section().ok()?;
+        }
+    }
     w.finish().ok()
 }
 
@@ -218,6 +225,12 @@ pub fn resign(bytes: &[u8], key: &SigningKeyPair) -> Vec<u8> {
             }
             KIND_TRAILER => {
                 msg.extend_from_slice(TRAILER_CONTEXT);
+                msg.extend_from_slice(&digest);
+                msg.extend_from_slice(&fields);
+                pos + FRAME_LEN
+            }
+            KIND_END => {
+                msg.extend_from_slice(END_CONTEXT);
                 msg.extend_from_slice(&digest);
                 msg.extend_from_slice(&fields);
                 pos + FRAME_LEN
