@@ -376,7 +376,7 @@ mod tests {
 
     fn rec(t: u8, opt: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![t, opt];
-        v.extend_from_slice(&(body.len() as u16).to_le_bytes());
+        v.extend_from_slice(&u16::try_from(body.len()).unwrap().to_le_bytes());
         v.extend_from_slice(body);
         v
     }
