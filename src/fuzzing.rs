@@ -169,7 +169,8 @@ pub fn reencode(bytes: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> Optio
     // the writer reproduces with end_section().
     let mut data = vec![Vec::new(); header.sections.len()];
     while let Some(c) = r.next_chunk().ok()? {
-        data.get_mut(usize::from(c.section_index))?.extend_from_slice(c.data);
+        data.get_mut(usize::from(c.section_index))?
+            .extend_from_slice(c.data);
     }
     let mut w = StreamWriter::new(Vec::new(), &header, key).ok()?;
     for (d, s) in data.iter().zip(&header.sections) {

@@ -134,7 +134,10 @@ fn every_single_bit_flip_of_a_small_vector_is_refused() {
 fn every_valid_vector_passes_the_fuzzing_invariants() {
     // The fuzz targets' own invariants (canonical re-encoding, the same outcome in
     // any read pattern) hold on every valid vector, streamed sections included.
-    for v in vectors::all().iter().filter(|v| v.expect == "ok" && v.session.is_none()) {
+    for v in vectors::all()
+        .iter()
+        .filter(|v| v.expect == "ok" && v.session.is_none())
+    {
         mdevmig::fuzzing::fuzz_stream_reader(&v.bytes);
     }
 }

@@ -687,7 +687,13 @@ fn restore_inner(
         compat::evaluate(&compat::claim_of(&header), &dest, plugin, load, &opts.policy).into_result()?;
     let plugin = plugin.ok_or_else(|| Error::new(Code::NoPlugin, "no plugin"))?;
     let loads = load.ok_or_else(|| Error::new(Code::NoPlugin, "no load window"))?;
-    check_shape(&header, &verdict, plugin, &dest, header.state_version.min(loads.newest))?;
+    check_shape(
+        &header,
+        &verdict,
+        plugin,
+        &dest,
+        header.state_version.min(loads.newest),
+    )?;
     check_skipped(&header, &verdict, &opts.policy)?;
     // 3-5. Chunks: verify, validate, queue; touch the device only when the
     // hold-back buffer is full or the stream is complete.
