@@ -10,6 +10,16 @@
 //! * A **trust store** is one `.pub` file or a directory of them (other files in the
 //!   directory are ignored, so a `.key` beside its `.pub` is harmless).
 //!
+//! Key files are created and read as on a shared host where other users can write
+//! nearby directories (`files.rs` has the rules): `keygen` never follows or
+//! overwrites an existing name (`io.exists`) unless told to, and then replaces it
+//! rather than writing through it; a private key readable by group or others, or
+//! owned by another user, is refused (`auth.key_permissions`); a trust store that
+//! someone other than its owner can write is refused
+//! (`auth.trust_store_permissions`) unless the operator says
+//! `--insecure-trust-store`; only regular files are read (`io.not_regular`: a FIFO
+//! named `x.pub` cannot hang a restore), each at most [`MAX_KEY_FILE`] bytes.
+//!
 //! Signatures are checked with `verify_strict`, which refuses non-canonical
 //! signatures and small-order public keys, so one message has one valid signature
 //! per key (the envelope's canonical-encoding rule depends on it).
@@ -25,14 +35,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Code, Error, Result};
+
+mod files;
 
 /// Length of an ed25519 signature on the wire.
 pub const SIGNATURE_LEN: usize = 64;
@@ -110,9 +122,14 @@ impl SigningKeyPair {
         })
     }
 
-    /// Reads a PKCS#8 PEM private key file.
+    /// Reads a PKCS#8 PEM private key file: a regular file (not followed if a
+    /// symlink, `io.not_regular`), owned by root or the user running mdevmig and
+    /// neither readable nor writable by group or others (`auth.key_permissions`),
+    /// at most [`MAX_KEY_FILE`] bytes (`limit.input_too_large`).
     pub fn load(path: &Path) -> Result<Self> {
-        Self::from_pem(&read_key_file(path)?)
+        let (f, meta) = files::open_regular(path)?;
+        files::check_private_key(&meta, path)?;
+        Self::from_pem(&files::read_capped(f, &meta, path)?)
             .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
     }
 
@@ -149,38 +166,30 @@ impl SigningKeyPair {
         public_pem(&self.verifying_key())
     }
 
-    /// Writes `PREFIX.key` (mode 0600) and `PREFIX.pub`.
+    /// Writes `PREFIX.key` (mode 0600) and `PREFIX.pub` (mode 0644), refusing
+    /// (`io.exists`) if either name exists, a symlink included.
     pub fn write_files(&self, prefix: &Path) -> Result<(PathBuf, PathBuf)> {
-        let key_path = with_suffix(prefix, ".key");
-        let pub_path = with_suffix(prefix, ".pub");
-        write_private(&key_path, self.private_pem()?.as_bytes())?;
-        std::fs::write(&pub_path, self.public_pem()?)
-            .map_err(|e| Error::io(Code::IoOpen, pub_path.display(), &e))?;
+        self.write_files_with(prefix, false)
+    }
+
+    /// [`Self::write_files`]; with `replace` (`keygen --force`) existing files or
+    /// symlinks are replaced (renamed over, never written through). Both files are
+    /// complete and fsynced before either takes its name; without `replace`
+    /// neither is left behind if the other cannot be created.
+    pub fn write_files_with(&self, prefix: &Path, replace: bool) -> Result<(PathBuf, PathBuf)> {
+        let key_path = files::with_suffix(prefix, ".key");
+        let pub_path = files::with_suffix(prefix, ".pub");
+        let private = self.private_pem()?;
+        let public = self.public_pem()?;
+        files::create_all(
+            &[
+                (key_path.as_path(), 0o600, private.as_bytes()),
+                (pub_path.as_path(), 0o644, public.as_bytes()),
+            ],
+            replace,
+        )?;
         Ok((key_path, pub_path))
     }
-}
-
-fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
-    // An existing file keeps its old mode through open(); force 0600.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| f.write_all(bytes))
-        .map_err(|e| Error::io(Code::IoWrite, path.display(), &e))
 }
 
 /// SubjectPublicKeyInfo PEM of `key`.
@@ -195,20 +204,24 @@ pub fn parse_public_pem(pem: &str) -> Result<VerifyingKey> {
         .map_err(|e| Error::new(Code::BadKeyFile, format!("not an ed25519 public key: {e}")))
 }
 
-fn read_key_file(path: &Path) -> Result<String> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
-    let mut s = String::new();
-    let n = f
-        .take(MAX_KEY_FILE.saturating_add(1))
-        .read_to_string(&mut s)
-        .map_err(|e| Error::new(Code::BadKeyFile, format!("{}: {e}", path.display())))?;
-    if u64::try_from(n).map_or(true, |n| n > MAX_KEY_FILE) {
-        return Err(Error::new(
-            Code::InputTooLarge,
-            format!("{}: key file larger than {MAX_KEY_FILE} bytes", path.display()),
-        ));
-    }
-    Ok(s)
+/// How a trust store is loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustOptions {
+    /// Skip the ownership and permission checks (`--insecure-trust-store`): a
+    /// store anyone can write is then loaded. The regular-file and size checks
+    /// still apply.
+    pub insecure: bool,
+}
+
+/// `--insecure-trust-store` given on the command line: [`TrustStore::load`]
+/// honours it for the commands that load their store themselves. Only the CLI sets
+/// it (an embedding program passes [`TrustOptions`] to [`TrustStore::load_with`]).
+static CLI_INSECURE_TRUST_STORE: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`TrustStore::load`] skip the permission checks for the rest of this
+/// process: `--insecure-trust-store` on the command line.
+pub(crate) fn insecure_trust_store_from_command_line() {
+    CLI_INSECURE_TRUST_STORE.store(true, Ordering::SeqCst);
 }
 
 /// The public keys a destination trusts, by key id.
@@ -230,28 +243,58 @@ impl TrustStore {
         id
     }
 
-    /// Loads a `.pub` file, or every `*.pub` file in a directory.
+    /// Loads a `.pub` file, or every `*.pub` file in a directory, with the checks
+    /// of [`TrustStore::load_with`] (skipped only if the command line said
+    /// `--insecure-trust-store`).
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(
+            path,
+            TrustOptions {
+                insecure: CLI_INSECURE_TRUST_STORE.load(Ordering::SeqCst),
+            },
+        )
+    }
+
+    /// Loads a `.pub` file, or every `*.pub` file in a directory.
+    ///
+    /// The file, or the directory and each `*.pub` file in it, must be owned by
+    /// root or the user running mdevmig and writable by no one else; a directory
+    /// others may write is accepted only if it is root-owned and sticky (its files
+    /// are then checked one by one). Anything else is
+    /// `auth.trust_store_permissions` unless `opts.insecure`. A `.pub` that is not
+    /// a regular file (a symlink, FIFO, socket, device) is `io.not_regular`
+    /// without being read or waited on; one above [`MAX_KEY_FILE`] bytes is
+    /// `limit.input_too_large`. A file store is not followed if it is a symlink; a
+    /// directory store is (the operator named it), and its files are read
+    /// relative to the directory that was checked.
+    pub fn load_with(path: &Path, opts: TrustOptions) -> Result<Self> {
         let mut store = Self::new();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
         if meta.is_dir() {
+            let (dir, meta) = files::open_dir(path)?;
+            store.check(&meta, path, opts)?;
             let entries = std::fs::read_dir(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+            let mut names: Vec<std::ffi::OsString> = entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .filter(|n| Path::new(n).extension().is_some_and(|x| x == "pub"))
                 .collect();
-            files.sort();
-            if files.len() > MAX_TRUSTED_KEYS {
+            names.sort();
+            if names.len() > MAX_TRUSTED_KEYS {
                 return Err(Error::new(
                     Code::InputTooLarge,
                     format!("{}: more than {MAX_TRUSTED_KEYS} keys", path.display()),
                 ));
             }
-            for f in files {
-                store.add_file(&f)?;
+            for name in names {
+                let file = path.join(&name);
+                let (f, meta) = files::open_entry(&dir, &name, &file)?;
+                store.check(&meta, &file, opts)?;
+                store.add_file(f, &meta, &file)?;
             }
         } else {
-            store.add_file(path)?;
+            let (f, meta) = files::open_regular(path)?;
+            store.check(&meta, path, opts)?;
+            store.add_file(f, &meta, path)?;
         }
         if store.keys.is_empty() {
             return Err(Error::new(
@@ -262,8 +305,22 @@ impl TrustStore {
         Ok(store)
     }
 
-    fn add_file(&mut self, path: &Path) -> Result<()> {
-        let pem = read_key_file(path)?;
+    fn check(&self, meta: &std::fs::Metadata, path: &Path, opts: TrustOptions) -> Result<()> {
+        match files::trust_problem(meta) {
+            Some(p) if !opts.insecure => Err(Error::new(
+                Code::TrustStorePermissions,
+                format!(
+                    "{}: trust store {p}: whoever can write it chooses which keys this host trusts; \
+                     fix its owner and mode (or pass --insecure-trust-store)",
+                    path.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn add_file(&mut self, f: std::fs::File, meta: &std::fs::Metadata, path: &Path) -> Result<()> {
+        let pem = files::read_capped(f, meta, path)?;
         let key = parse_public_pem(&pem)
             .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))?;
         self.add(key, path.display().to_string());

@@ -91,6 +91,10 @@ enum Command {
         /// Path prefix of the two files.
         #[arg(long)]
         out: PathBuf,
+        /// Replace existing PREFIX.key and PREFIX.pub (files or symlinks; a symlink
+        /// is replaced, never followed). Without it an existing name is refused.
+        #[arg(long)]
+        force: bool,
     },
     /// Decode an envelope without trusting it (unless --trust is given).
     Inspect {
@@ -99,6 +103,11 @@ enum Command {
         /// Also verify every signature against this trust store (.pub file or directory).
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// Load the trust store even if others can write it or it is not owned by
+        /// root or you: skips its ownership and permission checks (not the
+        /// regular-file and size checks) and warns on stderr.
+        #[arg(long = "insecure-trust-store")]
+        insecure_trust_store: bool,
     },
     /// Fully validate an envelope without a device; exit 0 when valid.
     Verify {
@@ -107,6 +116,11 @@ enum Command {
         /// Trust store: a .pub file or a directory of them.
         #[arg(long)]
         trust: PathBuf,
+        /// Load the trust store even if others can write it or it is not owned by
+        /// root or you: skips its ownership and permission checks (not the
+        /// regular-file and size checks) and warns on stderr.
+        #[arg(long = "insecure-trust-store")]
+        insecure_trust_store: bool,
         /// Require the stream to be bound to this session nonce (64 hex digits).
         #[arg(long)]
         session: Option<String>,
@@ -149,6 +163,11 @@ enum Command {
         /// Trust store: a .pub file or a directory of them.
         #[arg(long)]
         trust: PathBuf,
+        /// Load the trust store even if others can write it or it is not owned by
+        /// root or you: skips its ownership and permission checks (not the
+        /// regular-file and size checks) and warns on stderr.
+        #[arg(long = "insecure-trust-store")]
+        insecure_trust_store: bool,
         /// Input file, or - for stdin.
         #[arg(short = 'i', long = "input")]
         input: String,
@@ -295,11 +314,47 @@ impl From<Error> for Fail {
     }
 }
 
+/// `--insecure-trust-store`: say loudly what is skipped (and what the checks
+/// would have refused), then let [`TrustStore::load`] skip it in this process.
+fn insecure_trust_store(cmd: &Command) {
+    let trust = match cmd {
+        Command::Inspect {
+            trust,
+            insecure_trust_store: true,
+            ..
+        } => trust.as_deref(),
+        Command::Verify {
+            trust,
+            insecure_trust_store: true,
+            ..
+        }
+        | Command::Restore {
+            trust,
+            insecure_trust_store: true,
+            ..
+        } => Some(trust.as_path()),
+        _ => return,
+    };
+    let Some(trust) = trust else { return };
+    let refused = TrustStore::load_with(trust, crate::auth::TrustOptions::default())
+        .err()
+        .filter(|e| e.code == Code::TrustStorePermissions)
+        .map_or_else(String::new, |e| format!("; without it: error[{}]: {}", e.code, e.message));
+    output::say_err(&output::printable(&format!(
+        "warning: --insecure-trust-store: the trust store's owner and permissions are not checked; \
+         anyone who can write it chooses which keys this host trusts{refused}\n"
+    )));
+    crate::auth::insecure_trust_store_from_command_line();
+}
+
 fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
+    insecure_trust_store(&cmd);
     match cmd {
-        Command::Keygen { out: prefix } => Ok(keygen(&prefix, out)?),
-        Command::Inspect { file, trust } => inspect::run(&file, trust.as_deref(), out),
-        Command::Verify { file, trust, session } => Ok(verify(&file, &trust, session.as_deref(), out)?),
+        Command::Keygen { out: prefix, force } => Ok(keygen(&prefix, force, out)?),
+        Command::Inspect { file, trust, .. } => inspect::run(&file, trust.as_deref(), out),
+        Command::Verify {
+            file, trust, session, ..
+        } => Ok(verify(&file, &trust, session.as_deref(), out)?),
         Command::Save {
             device,
             key,
@@ -325,6 +380,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             out,
         )?),
         Command::Restore {
+            insecure_trust_store: _,
             device,
             trust,
             input,
@@ -435,9 +491,9 @@ pub fn parse_nonce(s: &str) -> Result<[u8; 32]> {
     Ok(n)
 }
 
-fn keygen(prefix: &Path, out: Out) -> Result<()> {
+fn keygen(prefix: &Path, force: bool, out: Out) -> Result<()> {
     let key = SigningKeyPair::generate();
-    let (k, p) = key.write_files(prefix)?;
+    let (k, p) = key.write_files_with(prefix, force)?;
     out.ok(
         &format!(
             "key id {}\nprivate key {} (mode 0600)\npublic key  {}\n",
