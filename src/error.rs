@@ -126,6 +126,11 @@ codes! {
     IoRead = "io.read", "reading the input failed";
     IoWrite = "io.write", "writing the output failed";
     IoOpen = "io.open", "a file could not be opened or created";
+    Exists = "io.exists", "the file to create exists (or is a symlink, which is never followed) and --force was not given";
+    Busy = "io.busy", "another mdevmig process is writing the same destination (its lock is held)";
+    NotRegular = "io.not_regular", "a file mdevmig reads or replaces is a symlink, FIFO, device or directory, not a regular file";
+    Interrupted = "io.interrupted", "SIGINT, SIGTERM or SIGPIPE stopped a save or restore; the device was put back and partial files removed";
+    IdleTimeout = "io.idle_timeout", "the stream stalled: no byte moved for the idle timeout; the device was put back";
     SandboxFailed = "io.sandbox", "the validation child process crashed, timed out or exceeded its limits";
 
     // usage: the command line is wrong.

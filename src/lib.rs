@@ -14,6 +14,7 @@ pub mod codec;
 pub mod compat;
 pub mod device;
 pub mod error;
+pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod plugins;

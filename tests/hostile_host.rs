@@ -3,18 +3,18 @@
 
 use std::process::Command;
 
-fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mdevmig")
 }
 
-struct Dir(std::path::PathBuf);
+pub(crate) struct Dir(pub std::path::PathBuf);
 impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-fn dir(tag: &str) -> Dir {
+pub(crate) fn dir(tag: &str) -> Dir {
     let p = std::env::temp_dir().join(format!("mdevmig-hostile-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&p).unwrap();
     Dir(p)
@@ -357,4 +357,321 @@ fn session_nonces_are_hex_digits_only() {
     assert_eq!(rc, 0);
     assert_eq!(out.trim().len(), 64);
     assert!(out.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
+mod files_and_signals {
+    //! Files an attacker plants next to the destination, streams that stall, and
+    //! signals: nothing written outside the destination, no partial file left.
+
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::{bin, dir, Dir};
+
+    fn keys(d: &Dir) -> (String, String) {
+        let out = Command::new(bin())
+            .args(["keygen", "--out"])
+            .arg(d.0.join("k"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (
+            d.0.join("k.key").to_string_lossy().into_owned(),
+            d.0.join("k.pub").to_string_lossy().into_owned(),
+        )
+    }
+
+    fn run(args: &[&str]) -> (i32, String, String) {
+        let o = Command::new(bin()).args(args).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into(),
+            String::from_utf8_lossy(&o.stderr).into(),
+        )
+    }
+
+    /// A 64 MiB-class simgpu stream in a file.
+    fn stream(d: &Dir, key: &str) -> PathBuf {
+        let s = d.0.join("s.mdm");
+        let (rc, _, err) = run(&[
+            "save",
+            "--device",
+            "sim:simgpu/vgpu-64m,seed=5",
+            "--key",
+            key,
+            "-o",
+            s.to_str().unwrap(),
+        ]);
+        assert_eq!(rc, 0, "{err}");
+        s
+    }
+
+    /// Names in `dir` other than the ones given.
+    fn others(dir: &Path, known: &[&str]) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !known.contains(&n.as_str()))
+            .collect()
+    }
+
+    /// A restore into a file: image reading its stream from a pipe we hold.
+    fn restore_from_pipe(d: &Dir, public: &str, image: &Path, extra: &[&str]) -> Child {
+        let spec = format!("file:{},plugin=simgpu,type=vgpu-64m", image.display());
+        Command::new(bin())
+            .args(["restore", "--device", &spec, "--trust", public, "-i", "-"])
+            .args(extra)
+            .current_dir(&d.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn finish(child: Child) -> (i32, String) {
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    #[test]
+    fn a_stalled_sender_is_refused_after_the_idle_timeout_and_nothing_is_left() {
+        let d = dir("stall");
+        let (key, public) = keys(&d);
+        let s = stream(&d, &key);
+        let image = d.0.join("img.raw");
+        let mut child = restore_from_pipe(&d, &public, &image, &["--idle-timeout", "1"]);
+        let bytes = std::fs::read(&s).unwrap();
+        // More than the 32 MiB read-ahead and the 8 MiB hold-back: the image is
+        // being written when it stalls.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bytes[..48 << 20]).unwrap();
+        let start = Instant::now();
+        let (rc, err) = finish(child);
+        drop(stdin);
+        assert!(start.elapsed() < Duration::from_secs(20));
+        assert_eq!(rc, 1, "{err}");
+        assert!(err.contains("error[io.idle_timeout]"), "{err}");
+        assert!(!image.exists());
+        assert!(
+            others(&d.0, &["k.key", "k.pub", "s.mdm"]).is_empty(),
+            "{:?}",
+            others(&d.0, &["k.key", "k.pub", "s.mdm"])
+        );
+    }
+
+    /// Waits until a restore has begun writing its image (past its read-ahead
+    /// and hold-back): its partial file exists.
+    fn wait_for_partial(d: &Dir) {
+        let start = Instant::now();
+        while !others(&d.0, &["k.key", "k.pub", "s.mdm"])
+            .iter()
+            .any(|n| n.ends_with(".mdevmig-partial"))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the restore never started writing"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal_mid_restore(sig: nix::sys::signal::Signal, want: i32) {
+        let d = dir(&format!("sig{}", sig as i32));
+        let (key, public) = keys(&d);
+        let s = stream(&d, &key);
+        let image = d.0.join("img.raw");
+        let mut child = restore_from_pipe(&d, &public, &image, &["--idle-timeout", "0"]);
+        let bytes = std::fs::read(&s).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bytes[..48 << 20]).unwrap();
+        wait_for_partial(&d);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let (rc, err) = finish(child);
+        drop(stdin);
+        assert_eq!(rc, want, "{err}");
+        assert!(err.contains("error[io.interrupted]"), "{err}");
+        assert!(!image.exists());
+        assert!(
+            others(&d.0, &["k.key", "k.pub", "s.mdm"]).is_empty(),
+            "{:?}",
+            others(&d.0, &["k.key", "k.pub", "s.mdm"])
+        );
+    }
+
+    #[test]
+    fn sigterm_mid_restore_removes_the_partial_image_and_exits_143() {
+        signal_mid_restore(nix::sys::signal::Signal::SIGTERM, 143);
+    }
+
+    #[test]
+    fn sigint_mid_restore_removes_the_partial_image_and_exits_130() {
+        signal_mid_restore(nix::sys::signal::Signal::SIGINT, 130);
+    }
+
+    #[test]
+    fn a_reader_that_goes_away_ends_a_save_with_sigpipe_status() {
+        let d = dir("pipe");
+        let (key, _) = keys(&d);
+        let mut child = Command::new(bin())
+            .args([
+                "save",
+                "--device",
+                "sim:simgpu/vgpu-64m",
+                "--key",
+                &key,
+                "-o",
+                "-",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 4096];
+        std::io::Read::read_exact(&mut out, &mut first).unwrap();
+        drop(out);
+        let (rc, err) = finish(child);
+        assert_eq!(rc, 141, "{err}");
+        assert!(
+            err.contains("error[io.interrupted]") && err.contains("SIGPIPE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn outputs_are_new_files_mode_0600_and_planted_files_are_neither_followed_nor_reused() {
+        let d = dir("plant");
+        let (key, _) = keys(&d);
+        let victim = d.0.join("victim");
+        std::fs::write(&victim, b"root-only").unwrap();
+        let out = d.0.join("out.mdm");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        let o = out.to_str().unwrap();
+        let (rc, _, err) = run(&["save", "--device", "sim:mtty/mtty-2", "--key", &key, "-o", o]);
+        assert_eq!(rc, 1, "{err}");
+        assert!(err.contains("error[io.exists]"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root-only");
+        // With --force the link itself is replaced, not its target.
+        let (rc, _, err) = run(&[
+            "save",
+            "--device",
+            "sim:mtty/mtty-2",
+            "--key",
+            &key,
+            "-o",
+            o,
+            "--force",
+        ]);
+        assert_eq!(rc, 0, "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root-only");
+        let m = std::fs::symlink_metadata(&out).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        // A file another user created is replaced by a new inode of ours, never written.
+        let theirs = d.0.join("theirs.mdm");
+        std::fs::write(&theirs, b"x").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let ino = std::fs::metadata(&theirs).unwrap().ino();
+        let t = theirs.to_str().unwrap();
+        let (rc, _, err) = run(&["save", "--device", "sim:mtty/mtty-2", "--key", &key, "-o", t]);
+        assert_eq!(rc, 1, "{err}");
+        let (rc, _, err) = run(&[
+            "save",
+            "--device",
+            "sim:mtty/mtty-2",
+            "--key",
+            &key,
+            "-o",
+            t,
+            "--force",
+            "--mode",
+            "640",
+        ]);
+        assert_eq!(rc, 0, "{err}");
+        let m = std::fs::metadata(&theirs).unwrap();
+        assert_ne!(m.ino(), ino);
+        assert_eq!((m.uid(), m.permissions().mode() & 0o777), (0, 0o640));
+    }
+
+    #[test]
+    fn file_sources_must_be_regular_files_reached_without_symlinks() {
+        let d = dir("src");
+        let (key, _) = keys(&d);
+        let out = d.0.join("o.mdm");
+        let secret = d.0.join("secret");
+        std::fs::write(&secret, [0u8; 96]).unwrap();
+        let link = d.0.join("link.raw");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let spec = format!("file:{},plugin=mtty,type=mtty-2", link.display());
+        let (rc, _, err) = run(&[
+            "save",
+            "--device",
+            &spec,
+            "--key",
+            &key,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(rc, 1, "{err}");
+        assert!(
+            err.contains("error[io.not_regular]") && err.contains("symlink"),
+            "{err}"
+        );
+        assert!(!out.exists());
+        let fifo = d.0.join("fifo.raw");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let spec = format!("file:{},plugin=mtty,type=mtty-2", fifo.display());
+        let start = Instant::now();
+        let (rc, _, err) = run(&[
+            "save",
+            "--device",
+            &spec,
+            "--key",
+            &key,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert_ne!(rc, 0, "{err}");
+        assert!(err.contains("io.not_regular"), "{err}");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn two_restores_to_one_image_do_not_interleave() {
+        let d = dir("two");
+        let (key, public) = keys(&d);
+        let s = stream(&d, &key);
+        let image = d.0.join("img.raw");
+        let mut first = restore_from_pipe(&d, &public, &image, &["--idle-timeout", "0"]);
+        let bytes = std::fs::read(&s).unwrap();
+        let mut stdin = first.stdin.take().unwrap();
+        stdin.write_all(&bytes[..48 << 20]).unwrap();
+        wait_for_partial(&d);
+        let spec = format!("file:{},plugin=simgpu,type=vgpu-64m", image.display());
+        let (rc, _, err) = run(&[
+            "restore",
+            "--device",
+            &spec,
+            "--trust",
+            &public,
+            "-i",
+            s.to_str().unwrap(),
+        ]);
+        assert_eq!(rc, 1, "{err}");
+        assert!(err.contains("error[io.busy]"), "{err}");
+        stdin.write_all(&bytes[48 << 20..]).unwrap();
+        drop(stdin);
+        let (rc, err) = finish(first);
+        assert_eq!(rc, 0, "{err}");
+        assert!(image.exists());
+        assert!(others(&d.0, &["k.key", "k.pub", "s.mdm", "img.raw"]).is_empty());
+    }
 }

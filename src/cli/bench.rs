@@ -51,13 +51,6 @@ fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Run {
     secs: f64,
     rss_kib: u64,
@@ -329,17 +322,21 @@ fn xe_run(xe_type: &str, dir: &Path, kp: &str, pp: &str) -> Result<XeRun> {
 pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<()> {
     let rounds = rounds.max(1);
     let base = std::env::var_os(BENCH_DIR_ENV).map_or_else(std::env::temp_dir, PathBuf::from);
-    let tmp = Tmp(base.join(format!("mdevmig-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0).map_err(|e| Error::io(Code::IoOpen, tmp.0.display(), &e))?;
+    // A new private directory (mode 0700, a name nobody could have planted).
+    let dir = tempfile::Builder::new()
+        .prefix("mdevmig-bench-")
+        .tempdir_in(&base)
+        .map_err(|e| Error::io(Code::IoOpen, base.display(), &e))?;
+    let tmp = dir.path();
     let key = SigningKeyPair::generate();
-    let (kp, pp) = key.write_files(&tmp.0.join("bench"))?;
+    let (kp, pp) = key.write_files(&tmp.join("bench"))?;
     let (kp, pp) = (
         kp.to_string_lossy().into_owned(),
         pp.to_string_lossy().into_owned(),
     );
     let src = format!("sim:simgpu/{device_type},seed=11");
     let dst = format!("sim:simgpu/{device_type},seed=12");
-    let stream = tmp.0.join("state.mdm").to_string_lossy().into_owned();
+    let stream = tmp.join("state.mdm").to_string_lossy().into_owned();
     let p = |s: &str| super::output::say_err(&format!("bench: {s}\n"));
 
     let (mut sha_runs, mut ref_runs, mut pipe_runs) = (Runs::default(), Runs::default(), Runs::default());
@@ -347,7 +344,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
     let (mut save_rss, mut verify_rss, mut spr_save_rss, mut spr_restore_rss) = (0u64, 0u64, 0u64, 0u64);
     let mut bytes = 0u64;
     let trust = TrustStore::load(Path::new(&pp))?;
-    let small = tmp.0.join("small.mdm");
+    let small = tmp.join("small.mdm");
     {
         let registry = Registry::builtin();
         let (mut dev, _) = device::open(&"sim:mtty/mtty-2".parse::<DeviceSpec>()?, &registry)?;
@@ -397,7 +394,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
         spr_restore_rss = spr_restore_rss.max(r_rss);
     }
     p(&format!("Xe VF {xe_type}: save, verify, restore through a file"));
-    let xe = xe_run(xe_type, &tmp.0, &kp, &pp)?;
+    let xe = xe_run(xe_type, tmp, &kp, &pp)?;
     let (sha_secs, ref_secs, pipe_secs) = (sha_runs.median(), ref_runs.median(), pipe_runs.median());
     let (save_secs, verify_secs, spr_secs) = (save_runs.median(), verify_runs.median(), spr_runs.median());
 

@@ -13,14 +13,6 @@ use crate::device::{self, DeviceSpec, MigrationDevice};
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, device::spec::HostOverrides)> {
     device::open(&spec.parse::<DeviceSpec>()?, registry)
 }
@@ -146,13 +138,18 @@ fn run_for(vendor: &str, device_type: &str, out: Out) -> Result<()> {
     let registry = Registry::builtin();
     let mut t = String::new();
     let mut steps = Vec::new();
-    let dir = TempDir(std::env::temp_dir().join(format!("mdevmig-demo-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).map_err(|e| Error::io(Code::IoOpen, dir.0.display(), &e))?;
+    // A new private directory (mode 0700, a name nobody could have planted), gone
+    // when the demo ends.
+    let tmp = tempfile::Builder::new()
+        .prefix("mdevmig-demo-")
+        .tempdir()
+        .map_err(|e| Error::io(Code::IoOpen, std::env::temp_dir().display(), &e))?;
+    let dir = tmp.path();
     let started = Instant::now();
 
     // 1. Keys.
     let source_key = SigningKeyPair::generate();
-    let (key_path, pub_path) = source_key.write_files(&dir.0.join("source"))?;
+    let (key_path, pub_path) = source_key.write_files(&dir.join("source"))?;
     let rogue_key = SigningKeyPair::generate();
     let trust = TrustStore::load(&pub_path)?;
     let _ = writeln!(
@@ -228,7 +225,7 @@ fn run_for(vendor: &str, device_type: &str, out: Out) -> Result<()> {
     }
 
     // 3. Save.
-    let stream_path = dir.0.join("state.mdm");
+    let stream_path = dir.join("state.mdm");
     let file = std::fs::File::create(&stream_path)
         .map_err(|e| Error::io(Code::IoOpen, stream_path.display(), &e))?;
     let saved = broker::save(
@@ -373,7 +370,7 @@ fn run_for(vendor: &str, device_type: &str, out: Out) -> Result<()> {
     );
     steps.push(json!({"step": "untrusted", "code": e.code.as_str()}));
     if vendor != "xe" {
-        xe_step(&mut t, &mut steps, &registry, &source_key, &trust, &dir.0)?;
+        xe_step(&mut t, &mut steps, &registry, &source_key, &trust, dir)?;
     }
     let _ = writeln!(
         t,

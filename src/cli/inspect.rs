@@ -114,7 +114,7 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 pub(super) fn run(file: &str, trust: Option<&Path>, out: Out) -> std::result::Result<(), super::Fail> {
     if let Some(trust) = trust {
         let store = TrustStore::load(trust)?;
-        let mut r = StreamReader::open(open_input(file)?, &store, &ReadOptions::default())?;
+        let mut r = StreamReader::open(open_input(file, None)?, &store, &ReadOptions::default())?;
         let chunks = r.verify_to_end()?;
         let h = r.header().header.clone();
         let text = format!("VERIFIED against {}: every signature, the sequence and the trailer check out.\n{}  chunks: {chunks}\n", trust.display(), describe(&h));
@@ -124,7 +124,7 @@ pub(super) fn run(file: &str, trust: Option<&Path>, out: Out) -> std::result::Re
         out.ok(&text, v);
         return Ok(());
     }
-    let mut src = open_input(file)?;
+    let mut src = open_input(file, None)?;
     let (h, _) = read_header_unverified(&mut src)?;
     let w = walk(&mut src, &h);
     let mut text =

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::output::Out;
-use super::{open_input, open_output, parse_nonce};
+use super::{open_input, parse_nonce, Output};
 use crate::auth::{hex, SigningKeyPair, TrustStore};
 use crate::broker::{self, RestoreOptions, SaveOptions};
 use crate::compat::descriptor::{self, Descriptor};
@@ -107,6 +107,9 @@ pub struct SaveArgs<'a> {
     pub chunk_size: Option<u32>,
     pub for_descriptor: Option<&'a str>,
     pub policy: Policy,
+    pub force: bool,
+    pub mode: u32,
+    pub idle: Option<std::time::Duration>,
 }
 
 pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
@@ -114,6 +117,9 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let session = a.session.map(parse_nonce).transpose()?;
     let spec: DeviceSpec = a.device.parse()?;
     let key = SigningKeyPair::load(a.key)?;
+    // The output exists (or is refused) before the device is touched.
+    let output = Output::open(a.output, a.force, a.mode, a.idle)?;
+    super::io::install_signal_handlers();
     let (mut dev, host) = device::open(&spec, &registry)?;
     let mut opts = SaveOptions {
         precopy: a.precopy,
@@ -151,8 +157,10 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         opts.version = opts.version.or(Some(pin));
     }
     let total = dev.data_size().unwrap_or(0);
-    let sink = Progress::new(open_output(a.output)?, total, "save");
-    let report = broker::save(&mut *dev, &registry, &key, sink, &opts)?;
+    let mut sink = Progress::new(output, total, "save");
+    let report = broker::save(&mut *dev, &registry, &key, &mut sink, &opts)?;
+    sink.finish();
+    sink.inner.commit()?;
     let h = &report.header;
     let mut text = format!(
         "saved {} {} state v{} (min v{}): {} sections, {} bytes, signed by {}{}\n",
@@ -204,6 +212,8 @@ pub struct RestoreArgs<'a> {
     pub session: Option<&'a str>,
     pub policy: Policy,
     pub in_process: bool,
+    pub force: bool,
+    pub idle: Option<std::time::Duration>,
 }
 
 pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
@@ -211,7 +221,10 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     // Arguments first: a malformed nonce or device spec is a usage error whatever
     // the files and the device hold.
     let session = a.session.map(parse_nonce).transpose()?;
-    let spec: DeviceSpec = a.device.parse()?;
+    let mut spec: DeviceSpec = a.device.parse()?;
+    if let DeviceSpec::File { replace, .. } = &mut spec {
+        *replace = a.force;
+    }
     let trust = TrustStore::load(a.trust)?;
     let (mut dev, host) = device::open(&spec, &registry)?;
     let opts = RestoreOptions {
@@ -226,8 +239,9 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
         },
         ..RestoreOptions::default()
     };
+    super::io::install_signal_handlers();
     let src = Progress::new(
-        open_input(a.input)?,
+        open_input(a.input, a.idle)?,
         if a.input == "-" { 0 } else { file_len(a.input) },
         "restore",
     );

@@ -9,6 +9,7 @@
 mod bench;
 mod demo;
 mod inspect;
+pub mod io;
 pub mod migrate;
 pub mod output;
 mod plugins;
@@ -84,6 +85,35 @@ impl PolicyArgs {
     }
 }
 
+/// How `save` and `restore` treat the files they create and the streams they move.
+#[derive(Debug, Args, Clone)]
+pub struct FileArgs {
+    /// Replace an existing output file or file: image (never following a symlink).
+    #[arg(long)]
+    force: bool,
+    /// Mode of the files created (octal) [default: 600: device state holds guest data].
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<u32>,
+    /// Seconds without a byte moving on the stream before it is refused
+    /// (io.idle_timeout) and the device put back; 0 waits forever.
+    #[arg(long = "idle-timeout", default_value_t = io::DEFAULT_IDLE_TIMEOUT_SECS)]
+    idle_timeout: u64,
+}
+
+impl FileArgs {
+    /// The idle timeout, `None` for none.
+    pub fn idle(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout > 0).then(|| std::time::Duration::from_secs(self.idle_timeout))
+    }
+}
+
+fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode of at most 777"))
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate an ed25519 signing key: PREFIX.key (PKCS#8 PEM, 0600) and PREFIX.pub.
@@ -154,6 +184,8 @@ enum Command {
         for_descriptor: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
+        #[command(flatten)]
+        files: FileArgs,
     },
     /// Verify, validate and load a signed envelope into a device.
     Restore {
@@ -183,6 +215,8 @@ enum Command {
         /// child (for hosts that forbid forking; a plugin bug then hits mdevmig).
         #[arg(long = "validate-in-process")]
         validate_in_process: bool,
+        #[command(flatten)]
+        files: FileArgs,
     },
     /// Describe a device: vendor, type, version windows, configuration, sections.
     Describe {
@@ -272,10 +306,20 @@ pub fn main() -> u8 {
             return out.error(&Error::new(Code::Usage, msg.to_string()));
         }
     };
-    let result = run(cli.command, out);
+    let result = run(cli.command, out).map_err(stopped);
     bench::report_rss();
     match result {
         Ok(()) => 0,
+        Err(Fail {
+            err,
+            json_done: false,
+        }) if err.code == Code::Interrupted => {
+            out.error(&err);
+            // 128 + the signal, as a shell reports a process the signal killed.
+            io::stopped_by()
+                .and_then(|sig| u8::try_from(sig).ok())
+                .map_or(130, |sig| 128u8.saturating_add(sig))
+        }
         Err(Fail {
             err,
             json_done: false,
@@ -289,6 +333,34 @@ pub fn main() -> u8 {
             err.code.exit_status()
         }
     }
+}
+
+/// A failure caused by a signal, a broken pipe or a stalled stream is reported as
+/// that (`io.interrupted`, `io.idle_timeout`) whatever read or write it surfaced
+/// in; by then the broker has put the device back and partial files are gone.
+fn stopped(mut f: Fail) -> Fail {
+    match io::stopped_by() {
+        Some(0) => {
+            f.err = Error::new(
+                Code::IdleTimeout,
+                format!("the stream stalled: {}", f.err.message),
+            );
+        }
+        Some(sig) => {
+            let name = match sig {
+                2 => "SIGINT",
+                13 => "SIGPIPE (the output's reader went away)",
+                15 => "SIGTERM",
+                _ => "a signal",
+            };
+            f.err = Error::new(
+                Code::Interrupted,
+                format!("stopped by {name}; the device was put back and partial files removed"),
+            );
+        }
+        None => {}
+    }
+    f
 }
 
 /// A command's failure; `json_done` when the command already put the error into
@@ -339,7 +411,9 @@ fn insecure_trust_store(cmd: &Command) {
     let refused = TrustStore::load_with(trust, crate::auth::TrustOptions::default())
         .err()
         .filter(|e| e.code == Code::TrustStorePermissions)
-        .map_or_else(String::new, |e| format!("; without it: error[{}]: {}", e.code, e.message));
+        .map_or_else(String::new, |e| {
+            format!("; without it: error[{}]: {}", e.code, e.message)
+        });
     output::say_err(&output::printable(&format!(
         "warning: --insecure-trust-store: the trust store's owner and permissions are not checked; \
          anyone who can write it chooses which keys this host trusts{refused}\n"
@@ -365,6 +439,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             chunk_size,
             for_descriptor,
             policy,
+            files,
         } => Ok(migrate::save(
             migrate::SaveArgs {
                 device: &device,
@@ -376,6 +451,9 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 chunk_size,
                 for_descriptor: for_descriptor.as_deref(),
                 policy: policy.policy()?,
+                force: files.force,
+                mode: files.mode.unwrap_or(crate::fsutil::DEFAULT_MODE),
+                idle: files.idle(),
             },
             out,
         )?),
@@ -388,6 +466,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             session,
             policy,
             validate_in_process,
+            files,
         } => Ok(migrate::restore(
             migrate::RestoreArgs {
                 device: &device,
@@ -397,6 +476,8 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 session: session.as_deref(),
                 policy: policy.policy()?,
                 in_process: validate_in_process,
+                force: files.force,
+                idle: files.idle(),
             },
             out,
         )?),
@@ -424,10 +505,11 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
     }
 }
 
-/// Opens `-` as stdin or a path as a file.
+/// Opens `-` as stdin or a path as a file, watched for stalls and signals
+/// ([`io::Watched`]; `idle` of `None` waits forever).
 /// The stream reader reads whole chunks itself, so inputs are not buffered again
 /// (a BufReader would copy every byte twice).
-pub fn open_input(file: &str) -> Result<Box<dyn Read + Send>> {
+pub fn open_input(file: &str, idle: Option<std::time::Duration>) -> Result<Box<dyn Read + Send>> {
     if file == "-" {
         use std::os::fd::AsFd;
         grow_pipe(&std::io::stdin());
@@ -436,10 +518,10 @@ pub fn open_input(file: &str) -> Result<Box<dyn Read + Send>> {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::io(Code::IoOpen, "stdin", &e))?;
-        Ok(Box::new(std::fs::File::from(fd)))
+        Ok(Box::new(io::Watched::new(std::fs::File::from(fd), idle)))
     } else {
         let f = std::fs::File::open(file).map_err(|e| Error::io(Code::IoOpen, file, &e))?;
-        Ok(Box::new(f))
+        Ok(Box::new(io::Watched::new(f, idle)))
     }
 }
 
@@ -449,25 +531,71 @@ fn grow_pipe(fd: &impl std::os::fd::AsFd) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
-/// Opens `-` as stdout or creates a file.
-pub fn open_output(file: &str) -> Result<Box<dyn Write + Send>> {
-    if file == "-" {
-        use std::os::fd::AsFd;
-        let stdout = std::io::stdout();
-        grow_pipe(&stdout);
-        // A plain handle on fd 1: Stdout is line-buffered and would scan every
-        // chunk for newlines and split its writes at them.
-        let fd = stdout
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::io(Code::IoOpen, "stdout", &e))?;
-        Ok(Box::new(std::io::BufWriter::with_capacity(
-            64 << 10,
-            std::fs::File::from(fd),
-        )))
-    } else {
-        let f = std::fs::File::create(file).map_err(|e| Error::io(Code::IoOpen, file, &e))?;
-        Ok(Box::new(std::io::BufWriter::with_capacity(64 << 10, f)))
+/// Where a command writes a stream: stdout, or a file created beside its
+/// destination and given its name only by [`Output::commit`] (see
+/// [`crate::fsutil::AtomicFile`]); dropped uncommitted, the file is removed.
+pub struct Output {
+    w: std::io::BufWriter<io::Watched<std::fs::File>>,
+    file: Option<crate::fsutil::AtomicFile>,
+}
+
+impl Output {
+    /// Opens `-` as stdout or starts a new file at `file` (refused if it exists
+    /// unless `force`; created with `mode`).
+    pub fn open(file: &str, force: bool, mode: u32, idle: Option<std::time::Duration>) -> Result<Self> {
+        if file == "-" {
+            use std::os::fd::AsFd;
+            let stdout = std::io::stdout();
+            grow_pipe(&stdout);
+            // A plain handle on fd 1: Stdout is line-buffered and would scan every
+            // chunk for newlines and split its writes at them.
+            let fd = stdout
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io(Code::IoOpen, "stdout", &e))?;
+            Ok(Output {
+                w: std::io::BufWriter::with_capacity(
+                    64 << 10,
+                    io::Watched::new(std::fs::File::from(fd), idle),
+                ),
+                file: None,
+            })
+        } else {
+            let mut atomic = crate::fsutil::AtomicFile::create(Path::new(file), mode, force)?;
+            let f = atomic
+                .file()
+                .try_clone()
+                .map_err(|e| Error::io(Code::IoOpen, file, &e))?;
+            Ok(Output {
+                w: std::io::BufWriter::with_capacity(64 << 10, io::Watched::new(f, idle)),
+                file: Some(atomic),
+            })
+        }
+    }
+
+    /// Flushes and, for a file, gives it its name.
+    pub fn commit(mut self) -> Result<()> {
+        self.w
+            .flush()
+            .map_err(|e| Error::io(Code::IoWrite, "flushing the output", &e))?;
+        match self.file {
+            Some(f) => f.commit(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.w.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
     }
 }
 
@@ -514,7 +642,7 @@ fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<(
         expected_nonce,
         ..Default::default()
     };
-    let mut r = StreamReader::open(open_input(file)?, &store, &opts)?;
+    let mut r = StreamReader::open(open_input(file, None)?, &store, &opts)?;
     let chunks = r.verify_to_end()?;
     let h = r.header().header.clone();
     // The data the stream carried: streamed sections count at their final

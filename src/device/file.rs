@@ -4,9 +4,13 @@
 //! a new file. It is the way to import state captured elsewhere (a kernel's data fd
 //! dumped to disk) and to export validated state for offline analysis.
 //!
-//! It behaves as a device that supports only STOP_COPY. A restore writes to
-//! `<path>.mdevmig-partial` and renames it over `<path>` only at RESUMING → STOP, so
-//! a failed or reset restore never leaves a half-written file under the real name.
+//! It behaves as a device that supports only STOP_COPY. A restore writes a new
+//! file beside `<path>` ([`crate::fsutil::AtomicFile`]: created `O_EXCL`, mode
+//! 0600, one writer per path) and gives it `<path>`'s name only at RESUMING → STOP,
+//! so a failed, reset or interrupted restore never leaves a half-written file
+//! under the real name, and never writes through a planted symlink. An existing
+//! image is replaced only when the device was opened [`FileDevice::replacing`].
+//! A save reads `<path>` only if it is a regular file, never through a symlink.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -21,7 +25,7 @@ use crate::error::{Code, Error, Result};
 enum Stream {
     None,
     Reading(File),
-    Writing(File),
+    Writing(crate::fsutil::AtomicFile),
 }
 
 /// A file standing in for a device.
@@ -30,6 +34,7 @@ pub struct FileDevice {
     info: DeviceInfo,
     state: MigState,
     stream: Stream,
+    replace: bool,
 }
 
 impl FileDevice {
@@ -40,33 +45,30 @@ impl FileDevice {
             info,
             state: MigState::Running,
             stream: Stream::None,
+            replace: false,
         }
     }
 
-    fn partial(&self) -> PathBuf {
-        let mut s = self.path.as_os_str().to_owned();
-        s.push(".mdevmig-partial");
-        PathBuf::from(s)
+    /// Lets a restore replace an existing image at the path.
+    pub fn replacing(mut self, replace: bool) -> Self {
+        self.replace = replace;
+        self
     }
 
     fn arc(&mut self, from: MigState, to: MigState) -> Result<()> {
         match (from, to) {
             (MigState::Stop, MigState::StopCopy) => {
-                let f = File::open(&self.path)
-                    .map_err(|e| Error::io(Code::DeviceData, self.path.display(), &e))?;
+                let f = crate::fsutil::open_regular(&self.path, Code::DeviceData)?;
                 self.stream = Stream::Reading(f);
             }
             (MigState::Stop, MigState::Resuming) => {
-                let f = File::create(self.partial())
-                    .map_err(|e| Error::io(Code::DeviceData, self.partial().display(), &e))?;
+                let f =
+                    crate::fsutil::AtomicFile::create(&self.path, crate::fsutil::DEFAULT_MODE, self.replace)?;
                 self.stream = Stream::Writing(f);
             }
             (MigState::Resuming, MigState::Stop) => {
                 if let Stream::Writing(f) = std::mem::replace(&mut self.stream, Stream::None) {
-                    f.sync_all()
-                        .map_err(|e| Error::io(Code::DeviceLoad, self.partial().display(), &e))?;
-                    std::fs::rename(self.partial(), &self.path)
-                        .map_err(|e| Error::io(Code::DeviceLoad, self.path.display(), &e))?;
+                    f.commit()?;
                 }
             }
             _ => self.stream = Stream::None,
@@ -102,8 +104,8 @@ impl MigrationDevice for FileDevice {
         for next in steps {
             if let Err(e) = self.arc(self.state, next) {
                 self.state = MigState::Error;
+                // Dropping an uncommitted image removes it.
                 self.stream = Stream::None;
-                let _ = std::fs::remove_file(self.partial());
                 return Err(e);
             }
             self.state = next;
@@ -132,12 +134,14 @@ impl MigrationDevice for FileDevice {
                 format!("no resuming stream in {}", self.state),
             ));
         };
-        f.write_all(buf)
+        f.file()
+            .write_all(buf)
             .map_err(|e| Error::io(Code::DeviceData, self.path.display(), &e))
     }
 
     fn data_size(&mut self) -> Result<u64> {
-        std::fs::metadata(&self.path)
+        crate::fsutil::open_regular(&self.path, Code::DeviceData)?
+            .metadata()
             .map(|m| m.len())
             .map_err(|e| Error::io(Code::DeviceData, self.path.display(), &e))
     }
@@ -147,8 +151,8 @@ impl MigrationDevice for FileDevice {
     }
 
     fn reset(&mut self) -> Result<()> {
+        // Dropping an uncommitted image removes it.
         self.stream = Stream::None;
-        let _ = std::fs::remove_file(self.partial());
         self.state = MigState::Running;
         Ok(())
     }

@@ -52,6 +52,9 @@ pub enum DeviceSpec {
         device_type: String,
         /// Configuration attributes.
         attributes: BTreeMap<String, String>,
+        /// A restore may replace an existing image (the CLI's `--force`; never
+        /// from the spec string).
+        replace: bool,
     },
     /// A real VFIO device.
     Vfio {
@@ -135,6 +138,7 @@ impl std::str::FromStr for DeviceSpec {
                     vendor,
                     device_type,
                     attributes: kv,
+                    replace: false,
                 })
             }
             "vfio" => {
@@ -226,10 +230,11 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
             vendor,
             device_type,
             attributes,
+            replace,
         } => {
             let info = device_info(registry, vendor, device_type, attributes, BTreeSet::new())?;
             Ok((
-                Box::new(super::file::FileDevice::new(path.clone(), info)),
+                Box::new(super::file::FileDevice::new(path.clone(), info).replacing(*replace)),
                 HostOverrides::default(),
             ))
         }

@@ -264,7 +264,10 @@ impl Sandbox {
         if !queued {
             return Err(failed("validator already gone"));
         }
-        match self.written.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        match self
+            .written
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 let status = self.reap(EXIT_GRACE);
@@ -281,7 +284,10 @@ impl Sandbox {
     }
 
     fn answer(&mut self, until: Instant) -> Result<Vec<u8>> {
-        match self.answers.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        match self
+            .answers
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
             Ok(Ok(a)) => Ok(a),
             Ok(Err(e)) => {
                 let status = self.reap(EXIT_GRACE);
