@@ -6,6 +6,8 @@ need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The clean-room reader in spec/reference/ verifies Ed25519 with it.
 python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3 python3-cryptography)
+# The hostile-host tests plant files as a second user with setpriv.
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     apt-get update -qq

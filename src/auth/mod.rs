@@ -36,7 +36,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -213,17 +212,6 @@ pub struct TrustOptions {
     pub insecure: bool,
 }
 
-/// `--insecure-trust-store` given on the command line: [`TrustStore::load`]
-/// honours it for the commands that load their store themselves. Only the CLI sets
-/// it (an embedding program passes [`TrustOptions`] to [`TrustStore::load_with`]).
-static CLI_INSECURE_TRUST_STORE: AtomicBool = AtomicBool::new(false);
-
-/// Makes [`TrustStore::load`] skip the permission checks for the rest of this
-/// process: `--insecure-trust-store` on the command line.
-pub(crate) fn insecure_trust_store_from_command_line() {
-    CLI_INSECURE_TRUST_STORE.store(true, Ordering::SeqCst);
-}
-
 /// The public keys a destination trusts, by key id.
 #[derive(Default, Clone)]
 pub struct TrustStore {
@@ -243,16 +231,10 @@ impl TrustStore {
         id
     }
 
-    /// Loads a `.pub` file, or every `*.pub` file in a directory, with the checks
-    /// of [`TrustStore::load_with`] (skipped only if the command line said
-    /// `--insecure-trust-store`).
+    /// Loads a `.pub` file, or every `*.pub` file in a directory, with every
+    /// check of [`TrustStore::load_with`].
     pub fn load(path: &Path) -> Result<Self> {
-        Self::load_with(
-            path,
-            TrustOptions {
-                insecure: CLI_INSECURE_TRUST_STORE.load(Ordering::SeqCst),
-            },
-        )
+        Self::load_with(path, TrustOptions::default())
     }
 
     /// Loads a `.pub` file, or every `*.pub` file in a directory.

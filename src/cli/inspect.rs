@@ -11,7 +11,6 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{open_input, output::Out};
-use crate::auth::TrustStore;
 use crate::codec::header::Header;
 use crate::codec::record::{decode_frame, Frame, FRAME_LEN};
 use crate::codec::stream::{read_header_unverified, ReadOptions, StreamReader};
@@ -111,9 +110,14 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-pub(super) fn run(file: &str, trust: Option<&Path>, out: Out) -> std::result::Result<(), super::Fail> {
+pub(super) fn run(
+    file: &str,
+    trust: Option<&Path>,
+    insecure_trust_store: bool,
+    out: Out,
+) -> std::result::Result<(), super::Fail> {
     if let Some(trust) = trust {
-        let store = TrustStore::load(trust)?;
+        let store = super::load_trust(trust, insecure_trust_store)?;
         let mut r = StreamReader::open(open_input(file, None)?, &store, &ReadOptions::default())?;
         let chunks = r.verify_to_end()?;
         let h = r.header().header.clone();

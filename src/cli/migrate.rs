@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::output::Out;
 use super::{open_input, parse_nonce, Output};
-use crate::auth::{hex, SigningKeyPair, TrustStore};
+use crate::auth::{hex, SigningKeyPair};
 use crate::broker::{self, RestoreOptions, SaveOptions};
 use crate::compat::descriptor::{self, Descriptor};
 use crate::compat::Policy;
@@ -212,6 +212,7 @@ pub struct RestoreArgs<'a> {
     pub session: Option<&'a str>,
     pub policy: Policy,
     pub in_process: bool,
+    pub insecure_trust_store: bool,
     pub force: bool,
     pub idle: Option<std::time::Duration>,
 }
@@ -225,7 +226,7 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     if let DeviceSpec::File { replace, .. } = &mut spec {
         *replace = a.force;
     }
-    let trust = TrustStore::load(a.trust)?;
+    let trust = super::load_trust(a.trust, a.insecure_trust_store)?;
     let (mut dev, host) = device::open(&spec, &registry)?;
     let opts = RestoreOptions {
         session,

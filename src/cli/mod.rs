@@ -386,28 +386,17 @@ impl From<Error> for Fail {
     }
 }
 
-/// `--insecure-trust-store`: say loudly what is skipped (and what the checks
-/// would have refused), then let [`TrustStore::load`] skip it in this process.
-fn insecure_trust_store(cmd: &Command) {
-    let trust = match cmd {
-        Command::Inspect {
-            trust,
-            insecure_trust_store: true,
-            ..
-        } => trust.as_deref(),
-        Command::Verify {
-            trust,
-            insecure_trust_store: true,
-            ..
-        }
-        | Command::Restore {
-            trust,
-            insecure_trust_store: true,
-            ..
-        } => Some(trust.as_path()),
-        _ => return,
-    };
-    let Some(trust) = trust else { return };
+/// Loads the trust store a command names, with its permission checks unless
+/// `--insecure-trust-store`, which says loudly what it skips (and what the checks
+/// would have refused).
+pub fn load_trust(trust: &Path, insecure: bool) -> Result<TrustStore> {
+    if insecure {
+        warn_insecure(trust);
+    }
+    TrustStore::load_with(trust, crate::auth::TrustOptions { insecure })
+}
+
+fn warn_insecure(trust: &Path) {
     let refused = TrustStore::load_with(trust, crate::auth::TrustOptions::default())
         .err()
         .filter(|e| e.code == Code::TrustStorePermissions)
@@ -418,17 +407,28 @@ fn insecure_trust_store(cmd: &Command) {
         "warning: --insecure-trust-store: the trust store's owner and permissions are not checked; \
          anyone who can write it chooses which keys this host trusts{refused}\n"
     )));
-    crate::auth::insecure_trust_store_from_command_line();
 }
 
 fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
-    insecure_trust_store(&cmd);
     match cmd {
         Command::Keygen { out: prefix, force } => Ok(keygen(&prefix, force, out)?),
-        Command::Inspect { file, trust, .. } => inspect::run(&file, trust.as_deref(), out),
+        Command::Inspect {
+            file,
+            trust,
+            insecure_trust_store,
+        } => inspect::run(&file, trust.as_deref(), insecure_trust_store, out),
         Command::Verify {
-            file, trust, session, ..
-        } => Ok(verify(&file, &trust, session.as_deref(), out)?),
+            file,
+            trust,
+            session,
+            insecure_trust_store,
+        } => Ok(verify(
+            &file,
+            &trust,
+            insecure_trust_store,
+            session.as_deref(),
+            out,
+        )?),
         Command::Save {
             device,
             key,
@@ -458,7 +458,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             out,
         )?),
         Command::Restore {
-            insecure_trust_store: _,
+            insecure_trust_store,
             device,
             trust,
             input,
@@ -476,6 +476,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 session: session.as_deref(),
                 policy: policy.policy()?,
                 in_process: validate_in_process,
+                insecure_trust_store,
                 force: files.force,
                 idle: files.idle(),
             },
@@ -634,10 +635,10 @@ fn keygen(prefix: &Path, force: bool, out: Out) -> Result<()> {
     Ok(())
 }
 
-fn verify(file: &str, trust: &Path, session: Option<&str>, out: Out) -> Result<()> {
+fn verify(file: &str, trust: &Path, insecure: bool, session: Option<&str>, out: Out) -> Result<()> {
     // Arguments first: a malformed nonce is a usage error whatever the files hold.
     let expected_nonce = session.map(parse_nonce).transpose()?;
-    let store = TrustStore::load(trust)?;
+    let store = load_trust(trust, insecure)?;
     let opts = ReadOptions {
         expected_nonce,
         ..Default::default()
