@@ -8,8 +8,8 @@
 //!
 //! - **bytes** (bit 0 clear): the rest is a stream. It is read as it is (only
 //!   documented codes), then re-signed by the public test key with
-//!   [`resign_streamed`] (which, unlike `mdevmig::fuzzing::resign`, also signs
-//!   section end records) and checked by [`check`].
+//!   [`resign_streamed`] (`mdevmig::fuzzing::resign`, which signs section end
+//!   records too) and checked by [`check`].
 //! - **script** (bit 0 set): the rest is a script ([`script_stream`]): a header
 //!   (chunk size, 1 to 4 sections, each exact or streamed, with its length or
 //!   bound and, for a streamed one, the length its writer gives it) and a list
@@ -39,7 +39,7 @@ use std::io::Read;
 use mdevmig::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use mdevmig::codec::header::{self, Header, SectionEntry};
 use mdevmig::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
-use mdevmig::codec::stream::{ReadOptions, StreamReader, StreamWriter};
+use mdevmig::codec::stream::{ReadOptions, StreamReader};
 use mdevmig::codec::{
     limits, CHUNK_CONTEXT, END_CONTEXT, SECTION_REQUIRED, SECTION_STREAMED, TRAILER_CONTEXT,
 };
@@ -86,44 +86,11 @@ fn record_message(fields: &[u8], header_digest: &[u8; 32], data: Option<&[u8]>) 
     m
 }
 
-/// Re-signs a (possibly mutated) stream with `key`, best effort: the header's key
-/// id and signature as its `header_len` delimits it, then every chunk, section end
-/// and trailer frame in turn (a chunk's extent is its `data_len`, cut at the end
-/// of the input), until a frame of another kind or the end. Bytes it cannot place
-/// are left alone.
+/// Re-signs a (possibly mutated) stream with `key`, best effort: the library's
+/// [`mdevmig::fuzzing::resign`], which signs chunk, section end and trailer
+/// frames for the new header digest.
 pub fn resign_streamed(bytes: &[u8], key: &SigningKeyPair) -> Vec<u8> {
-    let mut b = bytes.to_vec();
-    let Some(hl) = u32_at(&b, 12).and_then(|l| usize::try_from(l).ok()) else {
-        return b;
-    };
-    if hl < 64 + SIGNATURE_LEN || hl > b.len() {
-        return b;
-    }
-    b[32..64].copy_from_slice(&key.id().0);
-    let unsigned_end = hl - SIGNATURE_LEN;
-    let sig = key.sign(&header::signed_message(&b[..unsigned_end]));
-    b[unsigned_end..hl].copy_from_slice(&sig);
-    let digest = sha(&b[..hl]);
-    let mut pos = hl;
-    while pos + FRAME_LEN <= b.len() {
-        let fields = b[pos..pos + FIELDS_LEN].to_vec();
-        let (msg, next) = match fields[0] {
-            KIND_CHUNK => {
-                let len = u32_at(&fields, 4)
-                    .and_then(|l| usize::try_from(l).ok())
-                    .unwrap_or(usize::MAX);
-                let start = pos + FRAME_LEN;
-                let end = start.saturating_add(len).min(b.len());
-                (record_message(&fields, &digest, Some(&b[start..end])), end)
-            }
-            KIND_END | KIND_TRAILER => (record_message(&fields, &digest, None), pos + FRAME_LEN),
-            _ => break,
-        };
-        let sig = key.sign(&msg);
-        b[pos + FIELDS_LEN..pos + FRAME_LEN].copy_from_slice(&sig);
-        pos = next;
-    }
-    b
+    mdevmig::fuzzing::resign(bytes, key)
 }
 
 /// A chunk the reader released: its section, offset, length and SHA-256.
@@ -185,25 +152,7 @@ fn read_into(
 /// `StreamWriter` with `key`, ending each streamed section after its data. `None`
 /// if the stream is not accepted or the writer refuses.
 pub fn reencode(bytes: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> Option<Vec<u8>> {
-    let inline = ReadOptions {
-        expected_nonce: None,
-        single_threaded: true,
-    };
-    let mut r = StreamReader::open(bytes, trust, &inline).ok()?;
-    let header = r.header().header.clone();
-    let mut data: Vec<Vec<u8>> = vec![Vec::new(); header.sections.len()];
-    while let Some(c) = r.next_chunk().ok()? {
-        data.get_mut(usize::from(c.section_index))?
-            .extend_from_slice(c.data);
-    }
-    let mut w = StreamWriter::single_threaded(Vec::new(), &header, key).ok()?;
-    for (d, s) in data.iter().zip(&header.sections) {
-        w.write_data(d).ok()?;
-        if s.streamed() {
-            w.end_section().ok()?;
-        }
-    }
-    w.finish().ok()
+    mdevmig::fuzzing::reencode(bytes, trust, key)
 }
 
 // ---------------------------------------------------------------------------
