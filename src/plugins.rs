@@ -3,7 +3,7 @@
 //! The registry picks a plugin by the vendor id in the (authenticated) header and
 //! checks that the plugin claims the header's device type. It never hands one
 //! vendor's state to another vendor's plugin: lookup is by exact vendor id, and a
-//! plugin is only ever asked about device types it lists (seed 004: GVT-g state must
+//! plugin is only ever asked about device types it lists (the libvir-list thread on mdev device-state versions, 2018: GVT-g state must
 //! never reach an NVIDIA parser).
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! `mdevmig bench` end to end on a small state: it runs every measurement and
-//! reports every figure issue 8 asks for. The figures themselves are the
+//! reports every figure the performance targets need. The figures themselves are the
 //! benchmark's business (a test does not time anything); this keeps the
 //! benchmark from rotting.
 

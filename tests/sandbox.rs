@@ -96,6 +96,47 @@ fn the_real_validator_answers_with_plugin_codes() {
 }
 
 #[test]
+fn record_streams_are_validated_in_the_child_in_any_split() {
+    use mdevmig_plugin_api::VendorPlugin;
+    let cfg = SandboxConfig {
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_mdevmig"))),
+        ..SandboxConfig::default()
+    };
+    let plugin = mdevmig_xe::XePlugin::new();
+    let attributes = plugin.configure("xe-vf-64m", &Default::default()).unwrap();
+    let dev = DeviceInfo {
+        vendor: "xe".into(),
+        device_type: "xe-vf-64m".into(),
+        attributes,
+        ..Default::default()
+    };
+    let spec = plugin.sections(&dev, 1).unwrap().remove(0);
+    let good = mdevmig_xe::testing::valid_stream("xe-vf-64m", 3);
+    let mut sb = Sandbox::start(&cfg).unwrap();
+    // A valid stream in odd pieces (headers cut anywhere) is accepted ...
+    sb.records_begin(&dev, &spec).unwrap();
+    for piece in good.chunks(4093) {
+        sb.records_feed(piece).unwrap();
+    }
+    sb.records_finish().unwrap();
+    // ... and one whose second packet claims 2^63 bytes is refused by the
+    // child at that packet, with the plugin's code.
+    use mdevmig_xe::format::{encode_descriptor, packet, Header, PacketType};
+    let mut bad = packet(PacketType::DESCRIPTOR, 0, 0, 0, &encode_descriptor(0xe20b, 0));
+    bad.extend_from_slice(&Header::new(PacketType::VRAM, 0, 0, 0, 1 << 63).encode());
+    sb.records_begin(&dev, &spec).unwrap();
+    sb.records_feed(&bad[..30]).unwrap();
+    assert_eq!(
+        sb.records_feed(&bad[30..]).unwrap_err().code,
+        Code::Vendor("vendor.xe.size_too_large")
+    );
+    // A truncated stream is refused at its end; the same child keeps serving.
+    sb.records_begin(&dev, &spec).unwrap();
+    sb.records_feed(&good[..1000]).unwrap();
+    assert!(matches!(sb.records_finish().unwrap_err().code, Code::Vendor(c) if c.starts_with("vendor.xe.")));
+}
+
+#[test]
 fn a_program_that_is_not_a_validator_is_refused() {
     let cfg = SandboxConfig {
         program: Some(PathBuf::from("/bin/true")),

@@ -624,6 +624,83 @@ fn check_skipped(header: &Header, verdict: &compat::Verdict, policy: &Policy) ->
     Ok(())
 }
 
+/// Where the plugin's checks of the state run: structured sections and record
+/// streams go to the sandboxed child (started on first use) unless in-process
+/// validation was chosen; bulk sections' bounds checks stay in the broker.
+struct Validator<'a> {
+    validation: &'a Validation,
+    plugin: &'a dyn VendorPlugin,
+    dest: &'a mdevmig_plugin_api::DeviceInfo,
+    sandbox: Option<Sandbox>,
+    /// The record section in progress and, in process, its validator (`None`
+    /// when the child holds it).
+    records: Option<(usize, Option<Box<dyn RecordValidator>>)>,
+}
+
+impl Validator<'_> {
+    fn sandbox(&mut self) -> Result<Option<&mut Sandbox>> {
+        match self.validation {
+            Validation::InProcess => Ok(None),
+            Validation::Sandbox(cfg) => {
+                if self.sandbox.is_none() {
+                    self.sandbox = Some(Sandbox::start(cfg)?);
+                }
+                Ok(self.sandbox.as_mut())
+            }
+        }
+    }
+
+    /// A whole structured section.
+    fn section(&mut self, spec: &SectionSpec, data: &[u8]) -> Result<()> {
+        let (plugin, dest) = (self.plugin, self.dest);
+        match self.sandbox()? {
+            Some(sb) => sb.validate(dest, spec, data),
+            None => Ok(plugin.validate_section(dest, spec, data)?),
+        }
+    }
+
+    /// Starts section `idx`'s record stream if it is not the one in progress.
+    fn records_begin(&mut self, idx: usize, spec: &SectionSpec) -> Result<()> {
+        if self.records.as_ref().is_some_and(|(i, _)| *i == idx) {
+            return Ok(());
+        }
+        let (plugin, dest) = (self.plugin, self.dest);
+        let inproc = match self.sandbox()? {
+            Some(sb) => {
+                sb.records_begin(dest, spec)?;
+                None
+            }
+            None => Some(plugin.record_validator(dest, spec)?),
+        };
+        self.records = Some((idx, inproc));
+        Ok(())
+    }
+
+    /// The next verified bytes of section `idx`'s record stream.
+    fn records_feed(&mut self, idx: usize, spec: &SectionSpec, data: &[u8]) -> Result<()> {
+        self.records_begin(idx, spec)?;
+        match self.records.as_mut() {
+            Some((_, Some(r))) => Ok(r.feed(data)?),
+            _ => match self.sandbox.as_mut() {
+                Some(sb) => sb.records_feed(data),
+                None => Err(Error::new(Code::Internal, "no record validator")),
+            },
+        }
+    }
+
+    /// Section `idx`'s record stream ended (its end is authenticated).
+    fn records_finish(&mut self, idx: usize, spec: &SectionSpec) -> Result<()> {
+        self.records_begin(idx, spec)?;
+        match self.records.take() {
+            Some((_, Some(mut r))) => Ok(r.finish()?),
+            _ => match self.sandbox.as_mut() {
+                Some(sb) => sb.records_finish(),
+                None => Err(Error::new(Code::Internal, "no record validator")),
+            },
+        }
+    }
+}
+
 /// Writes queued on the way to the device.
 struct Sink {
     queue: Vec<Vec<u8>>,
@@ -706,28 +783,14 @@ fn restore_inner(
     let mut section_buf: Vec<u8> = Vec::new();
     // Sections below `next` have been handed to the sink (or skipped).
     let mut next = 0usize;
-    let mut sandbox: Option<Sandbox> = None;
-    let mut validate = |spec: &SectionSpec, data: &[u8]| -> Result<()> {
-        match &opts.validation {
-            Validation::InProcess => Ok(plugin.validate_section(&dest, spec, data)?),
-            Validation::Sandbox(cfg) => {
-                if sandbox.is_none() {
-                    sandbox = Some(Sandbox::start(cfg)?);
-                }
-                match sandbox.as_mut() {
-                    Some(sb) => sb.validate(&dest, spec, data),
-                    None => Err(Error::new(Code::SandboxFailed, "no validator")),
-                }
-            }
-        }
+    let mut validator = Validator {
+        validation: &opts.validation,
+        plugin,
+        dest: &dest,
+        sandbox: None,
+        records: None,
     };
-    // The record validator of the record-structured section in progress.
-    let mut records: Option<(usize, Box<dyn RecordValidator>)> = None;
-    let mut emit = |idx: usize,
-                    data: &[u8],
-                    sink: &mut Sink,
-                    records: &mut Option<(usize, Box<dyn RecordValidator>)>|
-     -> Result<()> {
+    let emit = |idx: usize, data: &[u8], sink: &mut Sink, validator: &mut Validator<'_>| -> Result<()> {
         let (v, s) = (&verdict.sections[idx], &header.sections[idx]);
         if let (Action::Send, Some(spec)) = (v.action, &v.spec) {
             if spec.kind == SectionKind::Records {
@@ -735,12 +798,9 @@ fn restore_inner(
                 // trailer for an exact length): a record cut short or a missing
                 // end marker is refused now, before the device is told the state
                 // is complete. A section without chunks still gets a validator.
-                match records.take() {
-                    Some((i, mut r)) if i == idx => r.finish()?,
-                    _ => plugin.record_validator(&dest, spec)?.finish()?,
-                }
+                validator.records_finish(idx, spec)?;
             } else if spec.kind == SectionKind::Structured {
-                validate(spec, data)?;
+                validator.section(spec, data)?;
                 // Framing and structure in one write(2): drivers must see it whole
                 // (hisi_acc once mis-restored a state split across writes).
                 let mut one = plugin.framing(spec, s.length);
@@ -756,7 +816,7 @@ fn restore_inner(
         let idx = usize::from(chunk.section_index);
         // Close the section in progress and any empty sections before this one.
         while next < idx {
-            emit(next, &section_buf, &mut sink, &mut records)?;
+            emit(next, &section_buf, &mut sink, &mut validator)?;
             section_buf.clear();
             next += 1;
         }
@@ -767,12 +827,7 @@ fn restore_inner(
             }
             (Action::Send, Some(spec)) => {
                 if spec.kind == SectionKind::Records {
-                    if records.as_ref().is_none_or(|(i, _)| *i != idx) {
-                        records = Some((idx, plugin.record_validator(&dest, spec)?));
-                    }
-                    if let Some((_, r)) = records.as_mut() {
-                        r.feed(chunk.data)?;
-                    }
+                    validator.records_feed(idx, spec, chunk.data)?;
                 } else {
                     plugin.validate_bulk(&dest, spec, chunk.offset, chunk.data)?;
                 }
@@ -800,7 +855,7 @@ fn restore_inner(
     // 6. The trailer has been verified (next_chunk returned None). Close the
     // last section and any empty ones after it.
     while next < header.sections.len() {
-        emit(next, &section_buf, &mut sink, &mut records)?;
+        emit(next, &section_buf, &mut sink, &mut validator)?;
         section_buf.clear();
         next += 1;
     }

@@ -25,7 +25,8 @@
 //!      (`compat.section_version`) if required, skip if optional;
 //!    * known but its capability is missing on this host: **skip** if the operator
 //!      allowed skipping it by name, else **fail** (`compat.missing_capability`) —
-//!      seed 002;
+//!      the qemu-devel thread "QEMU/KVM migration backwards compatibility
+//!      broken?" (2019);
 //!    * known but a newer section version than the destination understands: fail
 //!      (`compat.section_version`) if required, skip if optional;
 //!    * unknown and optional: **skip**; unknown and required: **fail**

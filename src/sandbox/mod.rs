@@ -1,5 +1,6 @@
-//! Vendor validation in a least-privilege child process (seed 001: risky parsing
-//! belongs in a separate, restartable process).
+//! Vendor validation in a least-privilege child process: risky parsing belongs in
+//! a separate, restartable process (the qemu-devel thread "QEMU: Discussion of
+//! separating core functionality vs supportive features", 2011).
 //!
 //! ```text
 //!   broker (parent)                         validator (child: `mdevmig __validate`)
@@ -29,10 +30,13 @@
 //! `RLIMIT_NOFILE`. What runs as the validator is the configured program or this
 //! executable; no environment variable changes it.
 //!
-//! Structured sections (the vendor structures whose parsers hold the bugs of
-//! field-notes.md) are validated here; bulk sections' per-chunk checks (bounds
-//! only, in every built-in plugin) stay in the broker so a framebuffer does not cross
-//! a pipe twice. In-process validation is available for VMMs that forbid forking,
+//! Structured sections (the vendor structures whose parsers hold the bug classes
+//! QEMU's state loaders shipped, CVE-2013-4148 and after) are validated here, and
+//! so are record-structured sections (Xe packets): `records_begin` makes the child hold the plugin's record validator,
+//! each verified chunk goes through `records_feed` before the broker writes it to
+//! the device, and `records_finish` closes the section. Bulk sections' per-chunk
+//! checks (bounds only, in every built-in plugin) stay in the broker so a
+//! framebuffer does not cross a pipe twice. In-process validation is available for VMMs that forbid forking,
 //! chosen explicitly with [`Validation::InProcess`].
 
 use std::io::{Read, Write};
@@ -326,13 +330,29 @@ impl Sandbox {
 
     /// Validates one structured section in the child.
     pub fn validate(&mut self, device: &DeviceInfo, spec: &SectionSpec, data: &[u8]) -> Result<()> {
-        let meta = json!({
-            "vendor": device.vendor, "device_type": device.device_type,
-            "attributes": device.attributes, "capabilities": device.capabilities,
-            "name": spec.name, "version": spec.version, "required": spec.required,
-            "capability": spec.capability, "max_len": spec.max_len,
-        })
-        .to_string();
+        self.request(section_meta("section", device, spec), data)
+    }
+
+    /// Starts validating a record-structured section in the child: the child
+    /// holds the plugin's [`mdevmig_plugin_api::RecordValidator`] across the
+    /// requests that follow.
+    pub fn records_begin(&mut self, device: &DeviceInfo, spec: &SectionSpec) -> Result<()> {
+        self.request(section_meta("records_begin", device, spec), &[])
+    }
+
+    /// The next bytes of the record stream in progress.
+    pub fn records_feed(&mut self, data: &[u8]) -> Result<()> {
+        self.request(json!({"op": "records_feed"}), data)
+    }
+
+    /// The record stream in progress ended.
+    pub fn records_finish(&mut self) -> Result<()> {
+        self.request(json!({"op": "records_finish"}), &[])
+    }
+
+    /// One request and its answer, within one deadline.
+    fn request(&mut self, meta: serde_json::Value, data: &[u8]) -> Result<()> {
+        let meta = meta.to_string();
         let mut req = Vec::with_capacity(meta.len().saturating_add(data.len()).saturating_add(12));
         req.extend_from_slice(&(meta.len() as u32).to_le_bytes());
         req.extend_from_slice(meta.as_bytes());
@@ -361,6 +381,19 @@ impl Sandbox {
     }
 }
 
+/// The request header of a section: the device and the section's spec.
+fn section_meta(op: &str, device: &DeviceInfo, spec: &SectionSpec) -> serde_json::Value {
+    json!({
+        "op": op,
+        "vendor": device.vendor, "device_type": device.device_type,
+        "attributes": device.attributes, "capabilities": device.capabilities,
+        "name": spec.name, "version": spec.version, "required": spec.required,
+        "capability": spec.capability, "max_len": spec.max_len,
+        "kind": if spec.kind == SectionKind::Records { "records" } else { "structured" },
+        "streamed": spec.streamed,
+    })
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.requests.take();
@@ -381,13 +414,30 @@ pub fn child_main(registry: &Registry, memory_limit: u64, cpu_limit_secs: u64) -
     if stdout.write_all(READY).and_then(|()| stdout.flush()).is_err() {
         return 1;
     }
+    // The record stream in progress: the plugin's validator lives here, in the
+    // child, between requests.
+    let mut records: Option<Box<dyn mdevmig_plugin_api::RecordValidator>> = None;
     loop {
         let (meta, data) = match read_request(&mut stdin) {
             Ok(Some(r)) => r,
             Ok(None) => return 0,
             Err(_) => return 1,
         };
-        let result = validate_one(registry, &meta, &data);
+        let result = match meta["op"].as_str() {
+            Some("records_begin") => request_target(registry, &meta).and_then(|(plugin, device, spec)| {
+                records = Some(plugin.record_validator(&device, &spec)?);
+                Ok(())
+            }),
+            Some("records_feed") => match records.as_mut() {
+                Some(r) => r.feed(&data),
+                None => Err(no_records()),
+            },
+            Some("records_finish") => match records.take() {
+                Some(mut r) => r.finish(),
+                None => Err(no_records()),
+            },
+            _ => validate_one(registry, &meta, &data),
+        };
         let (status, body) = match result {
             Ok(()) => (0u8, Vec::new()),
             Err(e) => (
@@ -431,11 +481,27 @@ fn read_request(r: &mut impl Read) -> std::io::Result<Option<(serde_json::Value,
     Ok(Some((meta, data)))
 }
 
+fn no_records() -> VendorError {
+    VendorError::new(
+        "vendor.no_record_validator",
+        "no record stream is in progress in the validator",
+    )
+}
+
 fn validate_one(
     registry: &Registry,
     m: &serde_json::Value,
     data: &[u8],
 ) -> std::result::Result<(), VendorError> {
+    let (plugin, device, spec) = request_target(registry, m)?;
+    plugin.validate_section(&device, &spec, data)
+}
+
+/// The plugin, device and section spec a request names.
+fn request_target<'r>(
+    registry: &'r Registry,
+    m: &serde_json::Value,
+) -> std::result::Result<(&'r dyn mdevmig_plugin_api::VendorPlugin, DeviceInfo, SectionSpec), VendorError> {
     let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
     let map = |k: &str| -> std::collections::BTreeMap<String, String> {
         m[k].as_object()
@@ -464,11 +530,15 @@ fn validate_one(
         required: m["required"].as_bool().unwrap_or(true),
         capability: m["capability"].as_str().map(String::from),
         max_len: m["max_len"].as_u64().unwrap_or(0),
-        kind: SectionKind::Structured,
-        streamed: false,
+        kind: if m["kind"].as_str() == Some("records") {
+            SectionKind::Records
+        } else {
+            SectionKind::Structured
+        },
+        streamed: m["streamed"].as_bool().unwrap_or(false),
     };
     let plugin = registry
         .for_state(&device.vendor, &device.device_type)
         .map_err(|e| VendorError::new("vendor.no_plugin", e.message))?;
-    plugin.validate_section(&device, &spec, data)
+    Ok((plugin, device, spec))
 }

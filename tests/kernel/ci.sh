@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI entry point for the real-kernel test (issue 7): mdevmig against real mtty mdevs
+# CI entry point for the real-kernel test: mdevmig against real mtty mdevs
 # in a Debian 6.12 VM.
 #
 #   tests/kernel/ci.sh

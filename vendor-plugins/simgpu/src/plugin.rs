@@ -12,9 +12,9 @@
 //! needs host capability `simgpu.hw-encoder`: an open encoder session is
 //! guest-visible state, so a destination that does not know the section must refuse
 //! it, and one that knows it but lacks the hardware must refuse too unless the
-//! operator allowed skipping `simgpu.encoder` by name (seed 002: the broker applies
+//! operator allowed skipping `simgpu.encoder` by name (see the qemu-devel thread "QEMU/KVM migration backwards compatibility broken?", 2019: the broker applies
 //! that policy; the plugin only declares the capability). Marking it optional would
-//! let an older destination drop it silently, which is the bug seed 002 is about.
+//! let an older destination drop it silently, which is the bug that thread is about.
 //!
 //! # Conversions
 //!
