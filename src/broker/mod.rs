@@ -98,28 +98,12 @@ struct RawSource<'d> {
 }
 
 impl RawSource<'_> {
+    /// Fills `buf` exactly: for an exact-length section.
     fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
         let mut got = 0;
         while got < buf.len() {
-            match self.dev.read_data(&mut buf[got..])? {
-                DataRead::Data(n) => {
-                    got += n;
-                    self.read += n as u64;
-                    if self.in_precopy {
-                        self.precopy_bytes += n as u64;
-                    }
-                }
-                DataRead::NotYet if self.in_precopy => {
-                    self.dev.set_state(MigState::StopCopy)?;
-                    self.in_precopy = false;
-                }
-                DataRead::NotYet => {
-                    return Err(Error::new(
-                        Code::DeviceData,
-                        "device returned ENOMSG in STOP_COPY",
-                    ));
-                }
-                DataRead::End => {
+            match self.read_some(&mut buf[got..])? {
+                0 => {
                     return Err(Error::new(
                         Code::DeviceData,
                         format!(
@@ -128,6 +112,7 @@ impl RawSource<'_> {
                         ),
                     ))
                 }
+                n => got += n,
             }
         }
         Ok(())
