@@ -516,6 +516,34 @@ mod files_and_signals {
     }
 
     #[test]
+    fn sigterm_mid_save_to_a_file_leaves_no_partial_file() {
+        let d = dir("savesig");
+        let (key, _) = keys(&d);
+        let out = d.0.join("out.mdm");
+        let child = Command::new(bin())
+            .args(["save", "--device", "sim:xe/xe-vf-4g", "--key", &key, "-o"])
+            .arg(&out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_partial(&d);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let (rc, err) = finish(child);
+        assert_eq!(rc, 143, "{err}");
+        assert!(err.contains("error[io.interrupted]"), "{err}");
+        assert!(!out.exists());
+        assert!(
+            others(&d.0, &["k.key", "k.pub"]).is_empty(),
+            "{:?}",
+            others(&d.0, &["k.key", "k.pub"])
+        );
+    }
+
+    #[test]
     fn a_reader_that_goes_away_ends_a_save_with_sigpipe_status() {
         let d = dir("pipe");
         let (key, _) = keys(&d);
