@@ -3,36 +3,9 @@
 
 use std::process::Command;
 
-pub(crate) fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mdevmig")
-}
-
-pub(crate) struct Dir(pub std::path::PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub(crate) fn dir(tag: &str) -> Dir {
-    let p = std::env::temp_dir().join(format!("mdevmig-hostile-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&p).unwrap();
-    Dir(p)
-}
-
-/// Runs the binary with peak-RSS reporting; (status, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin())
-        .args(args)
-        .env("MDEVMIG_REPORT_RSS", "1")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap(),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{bin, dir, run};
 
 fn peak_rss_kib(stderr: &str) -> u64 {
     stderr
@@ -369,29 +342,7 @@ mod files_and_signals {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use super::{bin, dir, Dir};
-
-    fn keys(d: &Dir) -> (String, String) {
-        let out = Command::new(bin())
-            .args(["keygen", "--out"])
-            .arg(d.0.join("k"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        (
-            d.0.join("k.key").to_string_lossy().into_owned(),
-            d.0.join("k.pub").to_string_lossy().into_owned(),
-        )
-    }
-
-    fn run(args: &[&str]) -> (i32, String, String) {
-        let o = Command::new(bin()).args(args).output().unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into(),
-            String::from_utf8_lossy(&o.stderr).into(),
-        )
-    }
+    use super::cli::{bin, dir, keys, run, Dir};
 
     /// A 64 MiB-class simgpu stream in a file.
     fn stream(d: &Dir, key: &str) -> PathBuf {

@@ -3,40 +3,10 @@
 //! every report says (`spec/compat.md` §6).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mdevmig")
-}
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir(tag: &str) -> Dir {
-    let p = std::env::temp_dir().join(format!("mdevmig-opaque-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&p).unwrap();
-    let d = Dir(p);
-    let out = Command::new(bin())
-        .args(["keygen", "--out"])
-        .arg(d.0.join("k"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    d
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin()).args(args).output().unwrap();
-    (
-        o.status.code().unwrap(),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{dir, run, Dir};
 
 fn spec(path: &Path, profile: &str) -> String {
     format!(
@@ -58,6 +28,7 @@ fn raw(d: &Dir) -> PathBuf {
 #[test]
 fn a_vendor_without_a_plugin_is_refused_unless_the_operator_names_it() {
     let d = dir("refused");
+    cli::keys(&d);
     let (src, key, out) = (raw(&d), d.0.join("k.key"), d.0.join("s.mdm"));
     let (rc, _, err) = run(&[
         "save",
@@ -102,6 +73,7 @@ fn a_vendor_without_a_plugin_is_refused_unless_the_operator_names_it() {
 #[test]
 fn allowed_opaque_state_round_trips_authenticated_and_says_it_was_not_validated() {
     let d = dir("ok");
+    cli::keys(&d);
     let (src, key, public, stream) = (raw(&d), d.0.join("k.key"), d.0.join("k.pub"), d.0.join("s.mdm"));
     let dst = d.0.join("dst.raw");
     let (rc, out, err) = run(&[
@@ -165,6 +137,7 @@ fn allowed_opaque_state_round_trips_authenticated_and_says_it_was_not_validated(
 #[test]
 fn opaque_state_is_still_authenticated_and_matched() {
     let d = dir("auth");
+    cli::keys(&d);
     let (src, key, public, stream) = (raw(&d), d.0.join("k.key"), d.0.join("k.pub"), d.0.join("s.mdm"));
     let (rc, _, err) = run(&[
         "save",
