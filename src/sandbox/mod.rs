@@ -46,7 +46,6 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use mdevmig_plugin_api::{DeviceInfo, SectionKind, SectionSpec, VendorError};
-use serde_json::json;
 
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
@@ -330,29 +329,29 @@ impl Sandbox {
 
     /// Validates one structured section in the child.
     pub fn validate(&mut self, device: &DeviceInfo, spec: &SectionSpec, data: &[u8]) -> Result<()> {
-        self.request(section_meta("section", device, spec), data)
+        self.request(&Request::Section(Target::of(device, spec)), data)
     }
 
     /// Starts validating a record-structured section in the child: the child
     /// holds the plugin's [`mdevmig_plugin_api::RecordValidator`] across the
     /// requests that follow.
     pub fn records_begin(&mut self, device: &DeviceInfo, spec: &SectionSpec) -> Result<()> {
-        self.request(section_meta("records_begin", device, spec), &[])
+        self.request(&Request::RecordsBegin(Target::of(device, spec)), &[])
     }
 
     /// The next bytes of the record stream in progress.
     pub fn records_feed(&mut self, data: &[u8]) -> Result<()> {
-        self.request(json!({"op": "records_feed"}), data)
+        self.request(&Request::RecordsFeed, data)
     }
 
     /// The record stream in progress ended.
     pub fn records_finish(&mut self) -> Result<()> {
-        self.request(json!({"op": "records_finish"}), &[])
+        self.request(&Request::RecordsFinish, &[])
     }
 
     /// One request and its answer, within one deadline.
-    fn request(&mut self, meta: serde_json::Value, data: &[u8]) -> Result<()> {
-        let meta = meta.to_string();
+    fn request(&mut self, request: &Request, data: &[u8]) -> Result<()> {
+        let meta = serde_json::to_string(request).map_err(|e| failed(format!("encoding a request: {e}")))?;
         let mut req = Vec::with_capacity(meta.len().saturating_add(data.len()).saturating_add(12));
         req.extend_from_slice(&(meta.len() as u32).to_le_bytes());
         req.extend_from_slice(meta.as_bytes());
@@ -364,10 +363,9 @@ impl Sandbox {
         match a.split_first() {
             Some((0, _)) => Ok(()),
             Some((1, body)) => {
-                let v: serde_json::Value =
+                let Refusal { code, message } =
                     serde_json::from_slice(body).map_err(|e| failed(format!("bad answer: {e}")))?;
-                let code = v["code"].as_str().unwrap_or("");
-                let message = v["message"].as_str().unwrap_or("").to_string();
+                let code = code.as_str();
                 // Only codes a built-in plugin defines come back as vendor codes.
                 match crate::plugins::all_error_codes().iter().find(|(c, _)| *c == code) {
                     Some((c, _)) => Err(Error::new(Code::Vendor(c), message)),
@@ -381,17 +379,104 @@ impl Sandbox {
     }
 }
 
-/// The request header of a section: the device and the section's spec.
-fn section_meta(op: &str, device: &DeviceInfo, spec: &SectionSpec) -> serde_json::Value {
-    json!({
-        "op": op,
-        "vendor": device.vendor, "device_type": device.device_type,
-        "attributes": device.attributes, "capabilities": device.capabilities,
-        "name": spec.name, "version": spec.version, "required": spec.required,
-        "capability": spec.capability, "max_len": spec.max_len,
-        "kind": if spec.kind == SectionKind::Records { "records" } else { "structured" },
-        "streamed": spec.streamed,
-    })
+/// What the broker asks the child: the request header, JSON before the data
+/// bytes. Every field is required and unknown fields are refused: a request the
+/// child does not understand exactly is an error, never a default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(
+    tag = "op",
+    content = "target",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
+enum Request {
+    /// Validate the data as one whole structured section.
+    Section(Target),
+    /// Start a record stream: the child holds the plugin's record validator.
+    RecordsBegin(Target),
+    /// The data is the next bytes of the record stream in progress.
+    RecordsFeed,
+    /// The record stream in progress ended.
+    RecordsFinish,
+}
+
+/// The device and the section a request is about.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    vendor: String,
+    device_type: String,
+    attributes: std::collections::BTreeMap<String, String>,
+    capabilities: std::collections::BTreeSet<String>,
+    name: String,
+    version: u16,
+    required: bool,
+    capability: Option<String>,
+    max_len: u64,
+    kind: TargetKind,
+    streamed: bool,
+}
+
+/// The kinds of section the child validates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TargetKind {
+    Structured,
+    Records,
+}
+
+/// A refusal the child answers with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refusal {
+    code: String,
+    message: String,
+}
+
+impl Target {
+    fn of(device: &DeviceInfo, spec: &SectionSpec) -> Self {
+        Target {
+            vendor: device.vendor.clone(),
+            device_type: device.device_type.clone(),
+            attributes: device.attributes.clone(),
+            capabilities: device.capabilities.clone(),
+            name: spec.name.clone(),
+            version: spec.version,
+            required: spec.required,
+            capability: spec.capability.clone(),
+            max_len: spec.max_len,
+            kind: if spec.kind == SectionKind::Records {
+                TargetKind::Records
+            } else {
+                TargetKind::Structured
+            },
+            streamed: spec.streamed,
+        }
+    }
+
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            vendor: self.vendor.clone(),
+            device_type: self.device_type.clone(),
+            attributes: self.attributes.clone(),
+            capabilities: self.capabilities.clone(),
+        }
+    }
+
+    fn spec(&self) -> SectionSpec {
+        SectionSpec {
+            name: self.name.clone(),
+            version: self.version,
+            required: self.required,
+            capability: self.capability.clone(),
+            max_len: self.max_len,
+            kind: match self.kind {
+                TargetKind::Structured => SectionKind::Structured,
+                TargetKind::Records => SectionKind::Records,
+            },
+            streamed: self.streamed,
+        }
+    }
 }
 
 impl Drop for Sandbox {
@@ -423,28 +508,32 @@ pub fn child_main(registry: &Registry, memory_limit: u64, cpu_limit_secs: u64) -
             Ok(None) => return 0,
             Err(_) => return 1,
         };
-        let result = match meta["op"].as_str() {
-            Some("records_begin") => request_target(registry, &meta).and_then(|(plugin, device, spec)| {
-                records = Some(plugin.record_validator(&device, &spec)?);
+        let result = match meta {
+            Request::Section(t) => {
+                plugin_for(registry, &t).and_then(|p| p.validate_section(&t.device(), &t.spec(), &data))
+            }
+            Request::RecordsBegin(t) => plugin_for(registry, &t).and_then(|p| {
+                records = Some(p.record_validator(&t.device(), &t.spec())?);
                 Ok(())
             }),
-            Some("records_feed") => match records.as_mut() {
+            Request::RecordsFeed => match records.as_mut() {
                 Some(r) => r.feed(&data),
                 None => Err(no_records()),
             },
-            Some("records_finish") => match records.take() {
+            Request::RecordsFinish => match records.take() {
                 Some(mut r) => r.finish(),
                 None => Err(no_records()),
             },
-            _ => validate_one(registry, &meta, &data),
         };
         let (status, body) = match result {
             Ok(()) => (0u8, Vec::new()),
             Err(e) => (
                 1u8,
-                json!({"code": e.code, "message": e.message})
-                    .to_string()
-                    .into_bytes(),
+                serde_json::to_vec(&Refusal {
+                    code: e.code.to_string(),
+                    message: e.message,
+                })
+                .unwrap_or_default(),
             ),
         };
         let mut a = vec![status];
@@ -456,7 +545,7 @@ pub fn child_main(registry: &Registry, memory_limit: u64, cpu_limit_secs: u64) -
     }
 }
 
-fn read_request(r: &mut impl Read) -> std::io::Result<Option<(serde_json::Value, Vec<u8>)>> {
+fn read_request(r: &mut impl Read) -> std::io::Result<Option<(Request, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -488,57 +577,65 @@ fn no_records() -> VendorError {
     )
 }
 
-fn validate_one(
-    registry: &Registry,
-    m: &serde_json::Value,
-    data: &[u8],
-) -> std::result::Result<(), VendorError> {
-    let (plugin, device, spec) = request_target(registry, m)?;
-    plugin.validate_section(&device, &spec, data)
+/// The plugin for a request's vendor and type (the child's registry is the
+/// built-in one: state never reaches another vendor's plugin here either).
+fn plugin_for<'r>(
+    registry: &'r Registry,
+    t: &Target,
+) -> std::result::Result<&'r dyn mdevmig_plugin_api::VendorPlugin, VendorError> {
+    registry
+        .for_state(&t.vendor, &t.device_type)
+        .map_err(|e| VendorError::new("vendor.no_plugin", e.message))
 }
 
-/// The plugin, device and section spec a request names.
-fn request_target<'r>(
-    registry: &'r Registry,
-    m: &serde_json::Value,
-) -> std::result::Result<(&'r dyn mdevmig_plugin_api::VendorPlugin, DeviceInfo, SectionSpec), VendorError> {
-    let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
-    let map = |k: &str| -> std::collections::BTreeMap<String, String> {
-        m[k].as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(a, b)| (a.clone(), b.as_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let device = DeviceInfo {
-        vendor: s("vendor"),
-        device_type: s("device_type"),
-        attributes: map("attributes"),
-        capabilities: m["capabilities"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default(),
-    };
-    let spec = SectionSpec {
-        name: s("name"),
-        version: m["version"]
-            .as_u64()
-            .and_then(|v| u16::try_from(v).ok())
-            .unwrap_or(0),
-        required: m["required"].as_bool().unwrap_or(true),
-        capability: m["capability"].as_str().map(String::from),
-        max_len: m["max_len"].as_u64().unwrap_or(0),
-        kind: if m["kind"].as_str() == Some("records") {
-            SectionKind::Records
-        } else {
-            SectionKind::Structured
-        },
-        streamed: m["streamed"].as_bool().unwrap_or(false),
-    };
-    let plugin = registry
-        .for_state(&device.vendor, &device.device_type)
-        .map_err(|e| VendorError::new("vendor.no_plugin", e.message))?;
-    Ok((plugin, device, spec))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> serde_json::Value {
+        serde_json::json!({
+            "vendor": "mtty", "device_type": "mtty-2", "attributes": {}, "capabilities": [],
+            "name": "mtty.state", "version": 1, "required": true, "capability": null,
+            "max_len": 96, "kind": "structured", "streamed": false,
+        })
+    }
+
+    #[test]
+    fn requests_round_trip_and_need_every_field() {
+        let spec = mdevmig_mtty::MttyPlugin::section_spec();
+        let dev = DeviceInfo {
+            vendor: "mtty".into(),
+            device_type: "mtty-2".into(),
+            ..Default::default()
+        };
+        for r in [
+            Request::Section(Target::of(&dev, &spec)),
+            Request::RecordsBegin(Target::of(&dev, &spec)),
+            Request::RecordsFeed,
+            Request::RecordsFinish,
+        ] {
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r, "{text}");
+        }
+        let ok = serde_json::json!({"op": "section", "target": target()});
+        assert!(serde_json::from_value::<Request>(ok).is_ok());
+        // A missing field is an error, not a default (`required` used to become
+        // true and `max_len` 0); so is an unknown one, and an unknown op.
+        for field in ["required", "max_len", "kind", "streamed", "version"] {
+            let mut t = target();
+            t.as_object_mut().unwrap().remove(field);
+            let r = serde_json::json!({"op": "section", "target": t});
+            assert!(serde_json::from_value::<Request>(r).is_err(), "{field}");
+        }
+        let mut t = target();
+        t["extra"] = serde_json::json!(1);
+        assert!(
+            serde_json::from_value::<Request>(serde_json::json!({"op": "section", "target": t})).is_err()
+        );
+        assert!(
+            serde_json::from_value::<Request>(serde_json::json!({"op": "validate", "target": target()}))
+                .is_err()
+        );
+        assert!(serde_json::from_str::<Refusal>(r#"{"code":"x"}"#).is_err());
+    }
 }

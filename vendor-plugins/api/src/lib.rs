@@ -40,6 +40,10 @@ pub const CODES: &[(&str, &str)] = &[
         "vendor.no_record_validator",
         "the plugin declares a record-structured section but has no validator for it",
     ),
+    (
+        "vendor.no_plugin",
+        "the validator child has no plugin for the vendor and device type it was asked about",
+    ),
 ];
 
 /// A plugin's rejection: a stable dotted code (`vendor.mtty.bad_magic`) and a message
