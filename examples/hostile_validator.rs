@@ -22,6 +22,11 @@ use nix::libc;
 struct Hostile;
 
 /// One anonymous private page with protection `prot`.
+///
+/// # Safety
+///
+/// None beyond mmap's own: a null hint and no file map fresh memory, touching
+/// nothing that exists; the caller owns the returned page (or MAP_FAILED).
 unsafe fn map(prot: libc::c_int) -> *mut libc::c_void {
     // SAFETY: the caller's; mmap with a null hint and no file maps fresh memory.
     unsafe {

@@ -13,7 +13,7 @@
 //!    must handle it (`compat.no_plugin`); the type must be the destination's
 //!    (`compat.type_mismatch`).
 //! 2. With the destination's load window `O..L` and the state's version `V` and
-//!    minimum `M`, accept iff `O <= V` and `M <= L` (design.md). `M > L` is
+//!    minimum `M`, accept iff `O <= V` and `M <= L` (`spec/compat.md` §3). `M > L` is
 //!    `compat.version_too_new` when `M == V` (the state admits no older loader) and
 //!    `compat.min_version_too_new` when `M < V`; `V < O` is `compat.version_too_old`.
 //!    Policy may refuse listed versions or pin one (`compat.version_refused`).
