@@ -495,6 +495,33 @@ mod files_and_signals {
     }
 
     #[test]
+    fn a_pipe_shared_with_other_processes_is_left_blocking() {
+        // The pipe is made non-blocking while the stream moves (a stalled reader
+        // must not block past the idle timeout); the flag belongs to everyone
+        // holding the pipe, so it is put back.
+        let d = dir("nonblock");
+        let (key, _) = keys(&d);
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let ours = w.try_clone().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut all).unwrap();
+            all.len()
+        });
+        let status = Command::new(bin())
+            .args(["save", "--device", "sim:mtty/mtty-2", "--key", &key, "-o", "-"])
+            .stdout(Stdio::from(w))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let flags = nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & nix::fcntl::OFlag::O_NONBLOCK.bits(), 0);
+        drop(ours);
+        assert!(reader.join().unwrap() > 96);
+    }
+
+    #[test]
     fn a_reader_that_goes_away_ends_a_save_with_sigpipe_status() {
         let d = dir("pipe");
         let (key, _) = keys(&d);

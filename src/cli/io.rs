@@ -71,25 +71,32 @@ fn interrupted() -> Option<std::io::Error> {
 }
 
 /// A stream whose every read and write waits at most `idle` for its peer.
-pub struct Watched<F> {
+pub struct Watched<F: AsFd> {
     inner: F,
     idle: Option<Duration>,
+    /// The file status flags to put back when done (set for a pipe or socket
+    /// made non-blocking: the flag is shared with every process holding it).
+    restore: Option<nix::fcntl::OFlag>,
 }
 
 impl<F: AsFd> Watched<F> {
     /// Watches `inner`; `idle` of `None` waits forever (signals still stop it).
     pub fn new(inner: F, idle: Option<Duration>) -> Self {
         let fd = inner.as_fd();
+        let mut restore = None;
         if let Ok(st) = nix::sys::stat::fstat(fd) {
             let kind = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
             if kind == nix::sys::stat::SFlag::S_IFIFO || kind == nix::sys::stat::SFlag::S_IFSOCK {
                 if let Ok(flags) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
-                    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-                    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
+                    let old = nix::fcntl::OFlag::from_bits_truncate(flags);
+                    let nonblocking = old | nix::fcntl::OFlag::O_NONBLOCK;
+                    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nonblocking)).is_ok() {
+                        restore = Some(old);
+                    }
                 }
             }
         }
-        Watched { inner, idle }
+        Watched { inner, idle, restore }
     }
 
     /// Waits until the stream is ready for `events`, the idle timeout, or a signal.
@@ -168,7 +175,15 @@ impl<F: AsFd + Write> Write for Watched<F> {
     }
 }
 
-impl<F: AsRawFd> AsRawFd for Watched<F> {
+impl<F: AsFd> Drop for Watched<F> {
+    fn drop(&mut self) {
+        if let Some(old) = self.restore {
+            let _ = nix::fcntl::fcntl(self.inner.as_fd(), nix::fcntl::FcntlArg::F_SETFL(old));
+        }
+    }
+}
+
+impl<F: AsFd + AsRawFd> AsRawFd for Watched<F> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.inner.as_raw_fd()
     }
