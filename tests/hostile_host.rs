@@ -383,6 +383,44 @@ mod files_and_signals {
             .unwrap()
     }
 
+    /// A restore into a file: image that has been sent the first 48 MiB of a
+    /// 64 MiB-class stream: more than the 32 MiB read-ahead and the 8 MiB
+    /// hold-back, so the image is being written. `stdin` is the rest's way in.
+    struct Midway {
+        d: Dir,
+        public: String,
+        stream: PathBuf,
+        image: PathBuf,
+        child: Child,
+        stdin: std::process::ChildStdin,
+        bytes: Vec<u8>,
+    }
+
+    fn restore_midway(tag: &str, idle: &str) -> Midway {
+        let d = dir(tag);
+        let (key, public) = keys(&d);
+        let stream = stream(&d, &key);
+        let image = d.0.join("img.raw");
+        let mut child = restore_from_pipe(&d, &public, &image, &["--idle-timeout", idle]);
+        let bytes = std::fs::read(&stream).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bytes[..48 << 20]).unwrap();
+        Midway {
+            d,
+            public,
+            stream,
+            image,
+            child,
+            stdin,
+            bytes,
+        }
+    }
+
+    /// What a restore left in its directory besides the keys and the stream.
+    fn leftovers(d: &Dir) -> Vec<String> {
+        others(&d.0, &["k.key", "k.pub", "s.mdm"])
+    }
+
     fn finish(child: Child) -> (i32, String) {
         let out = child.wait_with_output().unwrap();
         (
@@ -393,38 +431,22 @@ mod files_and_signals {
 
     #[test]
     fn a_stalled_sender_is_refused_after_the_idle_timeout_and_nothing_is_left() {
-        let d = dir("stall");
-        let (key, public) = keys(&d);
-        let s = stream(&d, &key);
-        let image = d.0.join("img.raw");
-        let mut child = restore_from_pipe(&d, &public, &image, &["--idle-timeout", "1"]);
-        let bytes = std::fs::read(&s).unwrap();
-        // More than the 32 MiB read-ahead and the 8 MiB hold-back: the image is
-        // being written when it stalls.
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&bytes[..48 << 20]).unwrap();
+        let m = restore_midway("stall", "1");
         let start = Instant::now();
-        let (rc, err) = finish(child);
-        drop(stdin);
+        let (rc, err) = finish(m.child);
+        drop(m.stdin);
         assert!(start.elapsed() < Duration::from_secs(20));
         assert_eq!(rc, 1, "{err}");
         assert!(err.contains("error[io.idle_timeout]"), "{err}");
-        assert!(!image.exists());
-        assert!(
-            others(&d.0, &["k.key", "k.pub", "s.mdm"]).is_empty(),
-            "{:?}",
-            others(&d.0, &["k.key", "k.pub", "s.mdm"])
-        );
+        assert!(!m.image.exists());
+        assert!(leftovers(&m.d).is_empty(), "{:?}", leftovers(&m.d));
     }
 
     /// Waits until a restore has begun writing its image (past its read-ahead
     /// and hold-back): its partial file exists.
     fn wait_for_partial(d: &Dir) {
         let start = Instant::now();
-        while !others(&d.0, &["k.key", "k.pub", "s.mdm"])
-            .iter()
-            .any(|n| n.ends_with(".mdevmig-partial"))
-        {
+        while !leftovers(d).iter().any(|n| n.ends_with(".mdevmig-partial")) {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "the restore never started writing"
@@ -434,26 +456,15 @@ mod files_and_signals {
     }
 
     fn signal_mid_restore(sig: nix::sys::signal::Signal, want: i32) {
-        let d = dir(&format!("sig{}", sig as i32));
-        let (key, public) = keys(&d);
-        let s = stream(&d, &key);
-        let image = d.0.join("img.raw");
-        let mut child = restore_from_pipe(&d, &public, &image, &["--idle-timeout", "0"]);
-        let bytes = std::fs::read(&s).unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&bytes[..48 << 20]).unwrap();
-        wait_for_partial(&d);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-        let (rc, err) = finish(child);
-        drop(stdin);
+        let m = restore_midway(&format!("sig{}", sig as i32), "0");
+        wait_for_partial(&m.d);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(m.child.id() as i32), sig).unwrap();
+        let (rc, err) = finish(m.child);
+        drop(m.stdin);
         assert_eq!(rc, want, "{err}");
         assert!(err.contains("error[io.interrupted]"), "{err}");
-        assert!(!image.exists());
-        assert!(
-            others(&d.0, &["k.key", "k.pub", "s.mdm"]).is_empty(),
-            "{:?}",
-            others(&d.0, &["k.key", "k.pub", "s.mdm"])
-        );
+        assert!(!m.image.exists());
+        assert!(leftovers(&m.d).is_empty(), "{:?}", leftovers(&m.d));
     }
 
     #[test]
@@ -652,32 +663,25 @@ mod files_and_signals {
 
     #[test]
     fn two_restores_to_one_image_do_not_interleave() {
-        let d = dir("two");
-        let (key, public) = keys(&d);
-        let s = stream(&d, &key);
-        let image = d.0.join("img.raw");
-        let mut first = restore_from_pipe(&d, &public, &image, &["--idle-timeout", "0"]);
-        let bytes = std::fs::read(&s).unwrap();
-        let mut stdin = first.stdin.take().unwrap();
-        stdin.write_all(&bytes[..48 << 20]).unwrap();
-        wait_for_partial(&d);
-        let spec = format!("file:{},plugin=simgpu,type=vgpu-64m", image.display());
+        let mut m = restore_midway("two", "0");
+        wait_for_partial(&m.d);
+        let spec = format!("file:{},plugin=simgpu,type=vgpu-64m", m.image.display());
         let (rc, _, err) = run(&[
             "restore",
             "--device",
             &spec,
             "--trust",
-            &public,
+            &m.public,
             "-i",
-            s.to_str().unwrap(),
+            m.stream.to_str().unwrap(),
         ]);
         assert_eq!(rc, 1, "{err}");
         assert!(err.contains("error[io.busy]"), "{err}");
-        stdin.write_all(&bytes[48 << 20..]).unwrap();
-        drop(stdin);
-        let (rc, err) = finish(first);
+        m.stdin.write_all(&m.bytes[48 << 20..]).unwrap();
+        drop(m.stdin);
+        let (rc, err) = finish(m.child);
         assert_eq!(rc, 0, "{err}");
-        assert!(image.exists());
-        assert!(others(&d.0, &["k.key", "k.pub", "s.mdm", "img.raw"]).is_empty());
+        assert!(m.image.exists());
+        assert_eq!(leftovers(&m.d), ["img.raw"]);
     }
 }
