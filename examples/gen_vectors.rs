@@ -1,6 +1,5 @@
 //! Regenerates `spec/vectors/`: `cargo run --example gen_vectors [DIR]`.
-#[path = "../tests/support/vectors.rs"]
-mod vectors;
+use mdevmig_testkit::vectors;
 
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "spec/vectors".into()));

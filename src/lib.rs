@@ -9,14 +9,11 @@
 
 pub mod auth;
 pub mod broker;
-pub mod cli;
 pub mod codec;
 pub mod compat;
 pub mod device;
 pub mod error;
 pub mod fsutil;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod plugins;
 pub mod sandbox;
 

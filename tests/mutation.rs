@@ -45,15 +45,11 @@
 //! field notes (QEMU CVE-2013-4148 onwards), each run against the envelope and the
 //! vendor plugins.
 
-#[path = "support/layout.rs"]
-mod layout;
-#[path = "support/vectors.rs"]
-mod vectors;
+use mdevmig_testkit::layout;
+use mdevmig_testkit::vectors;
 // The fuzz targets' logic, shared for regression replay, seeds and helpers.
-#[path = "../fuzz/src/streamed.rs"]
-mod fuzz_streamed;
-#[path = "../fuzz/src/xe_splits.rs"]
-mod fuzz_xe;
+use mdevmig_testkit::streamed as fuzz_streamed;
+use mdevmig_testkit::xe_splits as fuzz_xe;
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;
@@ -72,12 +68,12 @@ use mdevmig::codec::stream::ReadOptions;
 use mdevmig::codec::stream::StreamWriter;
 use mdevmig::codec::{Trailer, SECTION_REQUIRED, SECTION_STREAMED};
 use mdevmig::device::{MigState, MigrationDevice};
-use mdevmig::fuzzing::{
-    documented, read_all, read_with, reencode, resign, test_signer, test_trust, Accepted, Segmented,
-};
 use mdevmig::plugins::Registry;
 use mdevmig_plugin_api::sim::SimModel;
 use mdevmig_plugin_api::{DeviceInfo, VendorPlugin};
+use mdevmig_testkit::{
+    documented, read_all, read_with, reencode, resign, test_signer, test_trust, Accepted, Segmented,
+};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------
@@ -172,7 +168,7 @@ fn alloc_bound_for(chunk: usize) -> usize {
     static SLOTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let slots = *SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let lanes = mdevmig::codec::sha2x::engine().lanes();
+        let lanes = mdevmig_sha2x::engine().lanes();
         2 + 2 * cores * lanes
     });
     64 * 1024 + slots * chunk
@@ -1731,7 +1727,7 @@ fn restore_opts(session: Option<[u8; 32]>) -> RestoreOptions {
         session,
         resume: true,
         // The real sandbox, with this build's mdevmig as the validator.
-        validation: mdevmig::sandbox::Validation::sandbox(env!("CARGO_BIN_EXE_mdevmig")),
+        validation: mdevmig::sandbox::Validation::sandbox(env!("CARGO_BIN_EXE_mdevmig-validator")),
         ..RestoreOptions::default()
     }
 }
@@ -2820,10 +2816,10 @@ fn fuzz_regressions_replay_without_panic() {
             let f = f.unwrap().path();
             let data = std::fs::read(&f).unwrap();
             let run = || match target.as_str() {
-                "envelope_header" => mdevmig::fuzzing::fuzz_envelope_header(&data),
-                "stream_reader" => mdevmig::fuzzing::fuzz_stream_reader(&data),
-                "policy" => mdevmig::fuzzing::fuzz_policy(&data),
-                "plugin_hisi_acc" => mdevmig_hisi_acc::fuzzing::parse_and_validate(&data),
+                "envelope_header" => mdevmig_testkit::fuzz_envelope_header(&data),
+                "stream_reader" => mdevmig_testkit::fuzz_stream_reader(&data),
+                "policy" => mdevmig_testkit::fuzz_policy(&data),
+                "plugin_hisi_acc" => mdevmig_testkit::hisi_acc::parse_and_validate(&data),
                 "stream_reader_streamed" => fuzz_streamed::run(&data),
                 "xe_validator_splits" => fuzz_xe::run(&data),
                 _ => {}

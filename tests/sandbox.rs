@@ -14,7 +14,7 @@ use mdevmig::Code;
 use mdevmig_plugin_api::{DeviceInfo, SectionKind, SectionSpec};
 
 fn hostile() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mdevmig"));
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mdevmig-validator"));
     bin.parent().unwrap().join("examples/hostile_validator")
 }
 
@@ -73,7 +73,7 @@ fn a_misbehaving_plugin_is_contained_and_the_broker_survives() {
 #[test]
 fn the_real_validator_answers_with_plugin_codes() {
     let cfg = SandboxConfig {
-        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_mdevmig"))),
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_mdevmig-validator"))),
         ..SandboxConfig::default()
     };
     let mut sb = Sandbox::start(&cfg).unwrap();
@@ -99,7 +99,7 @@ fn the_real_validator_answers_with_plugin_codes() {
 fn record_streams_are_validated_in_the_child_in_any_split() {
     use mdevmig_plugin_api::VendorPlugin;
     let cfg = SandboxConfig {
-        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_mdevmig"))),
+        program: Some(PathBuf::from(env!("CARGO_BIN_EXE_mdevmig-validator"))),
         ..SandboxConfig::default()
     };
     let plugin = mdevmig_xe::XePlugin::new();
@@ -282,7 +282,7 @@ fn a_descriptor_leaked_without_cloexec_does_not_reach_the_validator() {
 #[test]
 fn an_environment_variable_does_not_choose_the_validator() {
     let d = TempDir::new("env");
-    let bin = env!("CARGO_BIN_EXE_mdevmig");
+    let bin = env!("CARGO_BIN_EXE_mdevmig-validator");
     let run = |args: &[&str]| {
         let out = std::process::Command::new(bin)
             .args(args)

@@ -1,8 +1,7 @@
 //! Walks `spec/vectors/` and asserts each vector's exact outcome; checks that the
 //! committed files are exactly what the generator makes.
 
-#[path = "support/vectors.rs"]
-mod vectors;
+use mdevmig_testkit::vectors;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +41,7 @@ pub fn outcome(bytes: &[u8], session: Option<[u8; 32]>) -> String {
 }
 
 fn parse_hex(s: &str) -> [u8; 32] {
-    mdevmig::cli::parse_nonce(s).unwrap()
+    mdevmig::auth::parse_nonce(s).unwrap()
 }
 
 #[test]
@@ -144,6 +143,6 @@ fn every_valid_vector_passes_the_fuzzing_invariants() {
         .iter()
         .filter(|v| v.expect == "ok" && v.session.is_none())
     {
-        mdevmig::fuzzing::fuzz_stream_reader(&v.bytes);
+        mdevmig_testkit::fuzz_stream_reader(&v.bytes);
     }
 }

@@ -1,5 +1,5 @@
-//! One envelope header: decode, re-encode, stream-read (see `mdevmig::fuzzing`).
+//! One envelope header: decode, re-encode, stream-read (see `mdevmig_testkit`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| mdevmig::fuzzing::fuzz_envelope_header(data));
+fuzz_target!(|data: &[u8]| mdevmig_testkit::fuzz_envelope_header(data));

@@ -3,4 +3,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| mdevmig_hisi_acc::fuzzing::parse_and_validate(data));
+fuzz_target!(|data: &[u8]| mdevmig_testkit::hisi_acc::parse_and_validate(data));

@@ -1,5 +1,5 @@
-//! A whole stream, as given and re-signed by the test key (see `mdevmig::fuzzing`).
+//! A whole stream, as given and re-signed by the test key (see `mdevmig_testkit`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| mdevmig::fuzzing::fuzz_stream_reader(data));
+fuzz_target!(|data: &[u8]| mdevmig_testkit::fuzz_stream_reader(data));

@@ -4,7 +4,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../src/streamed.rs"]
-mod streamed;
+use mdevmig_testkit::streamed;
 
 fuzz_target!(|data: &[u8]| streamed::run(data));

@@ -4,7 +4,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../src/xe_splits.rs"]
-mod xe_splits;
+use mdevmig_testkit::xe_splits;
 
 fuzz_target!(|data: &[u8]| xe_splits::run(data));

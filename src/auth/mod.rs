@@ -88,6 +88,38 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A fresh destination session nonce from the operating system's random source:
+/// the destination hands it to the source, whose stream must then be bound to it
+/// (`spec/wire-format.md`, session binding).
+pub fn new_session_nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
+    n
+}
+
+/// Parses a session nonce written as 64 hex digits (either case; nothing else,
+/// not even a sign or spaces): `usage` otherwise.
+pub fn parse_nonce(s: &str) -> crate::Result<[u8; 32]> {
+    let bad = || {
+        crate::Error::new(
+            crate::Code::Usage,
+            format!("session nonce must be 64 hex digits, got {s:?}"),
+        )
+    };
+    // from_str_radix takes a leading '+': only hex digits are a nonce.
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut n = [0u8; 32];
+    for (i, b) in n.iter_mut().enumerate() {
+        let hex = s
+            .get(i.saturating_mul(2)..i.saturating_mul(2).saturating_add(2))
+            .ok_or_else(bad)?;
+        *b = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+    }
+    Ok(n)
+}
+
 /// A private key that signs envelopes.
 #[derive(Clone)]
 pub struct SigningKeyPair {

@@ -40,7 +40,6 @@
 pub mod header;
 mod pool;
 pub mod record;
-pub mod sha2x;
 pub mod stream;
 
 pub use header::{Header, SectionEntry};
@@ -106,7 +105,7 @@ pub const SECTION_FLAGS: u16 = SECTION_REQUIRED | SECTION_STREAMED;
 pub const FLAG_SESSION_BOUND: u32 = 1 << 0;
 
 /// SHA-256 digest.
-pub type Digest32 = [u8; 32];
+pub type Digest32 = mdevmig_sha2x::Digest32;
 
 /// Checks a vendor, type or section name: 1..=max bytes of `[a-z0-9._-]`.
 pub fn check_name(what: &str, s: &[u8], max: u8) -> crate::Result<()> {

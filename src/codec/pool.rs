@@ -2,7 +2,7 @@
 //!
 //! Each chunk's signature covers SHA-256 of its data alone, so chunks hash
 //! independently: a small pool of worker threads takes chunks in stream order,
-//! in batches as wide as the core's hashing engine ([`super::sha2x`]: sixteen
+//! in batches as wide as the core's hashing engine ([`mdevmig_sha2x`]: sixteen
 //! in AVX-512 lanes, or a SHA-NI pair), hashes them and signs (writer) or
 //! verifies (reader) their records, and hands them back in the same order. The
 //! caller keeps reading (or producing) the next chunks meanwhile, so I/O overlaps
@@ -19,9 +19,9 @@ use std::thread::JoinHandle;
 use ed25519_dalek::VerifyingKey;
 
 use super::record::ChunkRecord;
-use super::sha2x;
 use super::Digest32;
 use crate::auth::{SigningKeyPair, SIGNATURE_LEN};
+use mdevmig_sha2x as sha2x;
 
 /// What to do with a chunk.
 pub(crate) enum Task {

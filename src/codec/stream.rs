@@ -36,7 +36,7 @@ const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 /// not let every hashing worker hold two full batches within
 /// [`MAX_IN_FLIGHT_BYTES`]: sixteen-lane AVX-512 batches on two or more cores
 /// (or SHA-NI pairs on nine or more). It follows the engine the process picked
-/// ([`super::sha2x::engine`]), so on a CPU where SHA-NI and AVX-512 are close it
+/// ([`mdevmig_sha2x::engine`]), so on a CPU where SHA-NI and AVX-512 are close it
 /// can differ between runs unless `MDEVMIG_SHA256_ENGINE` pins the engine.
 ///
 /// Each chunk costs a signature (about 17 us to sign and 48 us to verify, next
@@ -50,7 +50,7 @@ pub fn default_chunk_size() -> u32 {
     let (holders, per) = batch_holders(Pool::machine_workers());
     let want = holders
         .saturating_mul(per)
-        .saturating_mul(super::sha2x::engine().lanes());
+        .saturating_mul(mdevmig_sha2x::engine().lanes());
     let per_chunk = MAX_IN_FLIGHT_BYTES.checked_div(want).unwrap_or(0);
     let full = super::limits::DEFAULT_CHUNK_SIZE;
     if per_chunk >= usize::try_from(full).unwrap_or(usize::MAX) {

@@ -487,6 +487,27 @@ impl Drop for Sandbox {
     }
 }
 
+/// The validator child's entry point for a program that serves as its own
+/// validator (the `mdevmig` binary, `mdevmig-validator`, an embedding VMM):
+/// when this process was started as the child (its first argument is
+/// [`CHILD_ARG`], as [`Sandbox`] starts it), runs [`child_main`] with
+/// `registry` and the limits that follow on the command line, and returns its
+/// exit status; otherwise returns `None` at once.
+pub fn child_entry(registry: &Registry) -> Option<u8> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != CHILD_ARG {
+        return None;
+    }
+    let mut num = |default: u64| {
+        args.next()
+            .and_then(|a| a.to_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(default)
+    };
+    let memory_limit = num(SandboxConfig::default().memory_limit);
+    let cpu_limit_secs = num(SandboxConfig::default().cpu_limit_secs);
+    Some(child_main(registry, memory_limit, cpu_limit_secs))
+}
+
 /// The child: limits itself, enters seccomp, then serves requests until EOF.
 /// Returns the process exit status.
 pub fn child_main(registry: &Registry, memory_limit: u64, cpu_limit_secs: u64) -> u8 {

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use mdevmig_hisi_acc::codes;
-use mdevmig_hisi_acc::fuzzing::parse_and_validate;
 use mdevmig_hisi_acc::plugin::section_spec;
 use mdevmig_hisi_acc::{AccVfData, HisiAccPlugin, ACC_VF_DATA_LEN, QM_MATCH_SIZE};
 use mdevmig_plugin_api::{DeviceInfo, VendorPlugin};
+use mdevmig_testkit::hisi_acc::parse_and_validate;
 
 fn sec_device() -> DeviceInfo {
     DeviceInfo {

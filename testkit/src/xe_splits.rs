@@ -7,8 +7,7 @@
 //! type the plugin's record validator (`XePlugin::record_validator`, what the
 //! broker runs) must agree with the validator.
 //!
-//! Kept out of the target file so that `tests/mutation.rs` can include it (with
-//! `#[path]`) to replay regressions and write seeds. Input:
+//! Kept in the test kit so that `tests/mutation.rs` can run it to replay regressions and write seeds. Input:
 //!
 //! ```text
 //! select u8   bit 0: mutate (else raw); bit 1: two tiles; bit 2: one GT per
@@ -24,8 +23,6 @@
 //! Memory: the validator holds a 24-byte header and at most a 256-byte
 //! descriptor whatever the stream says; the fuzzer's `-malloc_limit_mb` catches an
 //! allocation sized by a stream field.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

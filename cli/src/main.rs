@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::auth::{SigningKeyPair, TrustStore};
-use crate::codec::stream::{ReadOptions, StreamReader};
-use crate::error::{Code, Error, Result};
+use mdevmig::auth::{SigningKeyPair, TrustStore};
+use mdevmig::codec::stream::{ReadOptions, StreamReader};
+use mdevmig::error::{Code, Error, Result};
 use output::Out;
 
 /// Authenticated, validated live migration of device state.
@@ -66,10 +66,10 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// The policy these flags (and the file) give.
-    pub fn policy(&self) -> Result<crate::compat::Policy> {
+    pub fn policy(&self) -> Result<mdevmig::compat::Policy> {
         let mut p = match &self.policy {
-            Some(f) => crate::compat::descriptor::load_policy(f)?,
-            None => crate::compat::Policy::default(),
+            Some(f) => mdevmig::compat::descriptor::load_policy(f)?,
+            None => mdevmig::compat::Policy::default(),
         };
         p.allow_skip.extend(self.allow_skip.iter().cloned());
         if self.pin_version.is_some() {
@@ -271,16 +271,16 @@ enum Command {
     },
 }
 
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(entry())
+}
+
 /// Runs the command line; returns the process exit status.
-pub fn main() -> u8 {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(crate::sandbox::CHILD_ARG) {
-        let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-        return crate::sandbox::child_main(
-            &crate::plugins::Registry::builtin(),
-            num(2, 512 << 20),
-            num(3, 30),
-        );
+fn entry() -> u8 {
+    // The restore's sandboxed validator is this same binary, started again with
+    // the child's argument.
+    if let Some(status) = mdevmig::sandbox::child_entry(&mdevmig::plugins::Registry::builtin()) {
+        return status;
     }
     let json = std::env::args().any(|a| a == "--json");
     let out = Out { json };
@@ -393,11 +393,11 @@ pub fn load_trust(trust: &Path, insecure: bool) -> Result<TrustStore> {
     if insecure {
         warn_insecure(trust);
     }
-    TrustStore::load_with(trust, crate::auth::TrustOptions { insecure })
+    TrustStore::load_with(trust, mdevmig::auth::TrustOptions { insecure })
 }
 
 fn warn_insecure(trust: &Path) {
-    let refused = TrustStore::load_with(trust, crate::auth::TrustOptions::default())
+    let refused = TrustStore::load_with(trust, mdevmig::auth::TrustOptions::default())
         .err()
         .filter(|e| e.code == Code::TrustStorePermissions)
         .map_or_else(String::new, |e| {
@@ -452,7 +452,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 for_descriptor: for_descriptor.as_deref(),
                 policy: policy.policy()?,
                 force: files.force,
-                mode: files.mode.unwrap_or(crate::fsutil::DEFAULT_MODE),
+                mode: files.mode.unwrap_or(mdevmig::fsutil::DEFAULT_MODE),
                 idle: files.idle(),
             },
             out,
@@ -496,9 +496,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
         } => Ok(bench::run(&device_type, &xe_type, rounds as usize, out)?),
         Command::Plugins => Ok(plugins::run(out)?),
         Command::Session => {
-            let mut n = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
-            let hex = crate::auth::hex(&n);
+            let hex = mdevmig::auth::hex(&mdevmig::auth::new_session_nonce());
             out.ok(&hex, json!({"session": hex}));
             Ok(())
         }
@@ -534,10 +532,10 @@ fn grow_pipe(fd: &impl std::os::fd::AsFd) {
 
 /// Where a command writes a stream: stdout, or a file created beside its
 /// destination and given its name only by [`Output::commit`] (see
-/// [`crate::fsutil::AtomicFile`]); dropped uncommitted, the file is removed.
+/// [`mdevmig::fsutil::AtomicFile`]); dropped uncommitted, the file is removed.
 pub struct Output {
     w: std::io::BufWriter<io::Watched<std::fs::File>>,
-    file: Option<crate::fsutil::AtomicFile>,
+    file: Option<mdevmig::fsutil::AtomicFile>,
 }
 
 impl Output {
@@ -562,7 +560,7 @@ impl Output {
                 file: None,
             })
         } else {
-            let mut atomic = crate::fsutil::AtomicFile::create(Path::new(file), mode, force)?;
+            let mut atomic = mdevmig::fsutil::AtomicFile::create(Path::new(file), mode, force)?;
             let f = atomic
                 .file()
                 .try_clone()
@@ -600,26 +598,6 @@ impl Write for Output {
     }
 }
 
-/// Parses a 64-hex-digit session nonce.
-pub fn parse_nonce(s: &str) -> Result<[u8; 32]> {
-    let bad = || {
-        Error::new(
-            Code::Usage,
-            format!("session nonce must be 64 hex digits, got {s:?}"),
-        )
-    };
-    // from_str_radix takes a leading '+': only hex digits are a nonce.
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let mut n = [0u8; 32];
-    for (i, b) in n.iter_mut().enumerate() {
-        let hex = s.get(i * 2..i * 2 + 2).ok_or_else(bad)?;
-        *b = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
-    }
-    Ok(n)
-}
-
 fn keygen(prefix: &Path, force: bool, out: Out) -> Result<()> {
     let key = SigningKeyPair::generate();
     let (k, p) = key.write_files_with(prefix, force)?;
@@ -637,7 +615,7 @@ fn keygen(prefix: &Path, force: bool, out: Out) -> Result<()> {
 
 fn verify(file: &str, trust: &Path, insecure: bool, session: Option<&str>, out: Out) -> Result<()> {
     // Arguments first: a malformed nonce is a usage error whatever the files hold.
-    let expected_nonce = session.map(parse_nonce).transpose()?;
+    let expected_nonce = session.map(mdevmig::auth::parse_nonce).transpose()?;
     let store = load_trust(trust, insecure)?;
     let opts = ReadOptions {
         expected_nonce,

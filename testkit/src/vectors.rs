@@ -7,8 +7,6 @@
 //!
 //! The keys here are for tests only: their seeds are public.
 
-#![allow(dead_code)]
-
 use mdevmig::auth::SigningKeyPair;
 use mdevmig::codec::header::{Header, SectionEntry};
 use mdevmig::codec::record::{ChunkRecord, SectionEnd};

@@ -1,7 +1,6 @@
 //! The CLI's key handling and conventions, including interop with openssl.
 
-#[path = "support/vectors.rs"]
-mod vectors;
+use mdevmig_testkit::vectors;
 
 use std::path::Path;
 use std::process::Command;
@@ -149,7 +148,7 @@ fn openssl_loads_keys_made_by_keygen() {
 /// must not be.
 fn test_signer(d: &tempdir::TempDir) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors");
     let p = d.path().join("test-signer.pub");
     std::fs::copy(dir.join("keys/test-signer.pub"), &p).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -157,7 +156,7 @@ fn test_signer(d: &tempdir::TempDir) -> std::path::PathBuf {
 }
 
 fn verify_vector(name: &str, extra: &[&str]) -> std::process::Output {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors");
     let d = tmp();
     mdevmig()
         .arg("verify")
@@ -184,7 +183,7 @@ fn rejected_streams_exit_4_with_the_code_in_text_and_json() {
 
 #[test]
 fn stdin_is_accepted_as_dash() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors");
     let d = tmp();
     let out = Command::new("sh")
         .arg("-c")
@@ -217,7 +216,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn inspect_says_unverified_and_verifies_with_trust() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors");
     let keys = tmp();
     let out = mdevmig()
         .arg("inspect")

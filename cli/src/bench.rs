@@ -20,11 +20,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::output::Out;
-use crate::auth::{SigningKeyPair, TrustStore};
-use crate::codec::stream::{ReadOptions, StreamReader};
-use crate::device::{self, DataRead, DeviceSpec, MigState};
-use crate::error::{Code, Error, Result};
-use crate::plugins::Registry;
+use mdevmig::auth::{SigningKeyPair, TrustStore};
+use mdevmig::codec::stream::{ReadOptions, StreamReader};
+use mdevmig::device::{self, DataRead, DeviceSpec, MigState};
+use mdevmig::error::{Code, Error, Result};
+use mdevmig::plugins::Registry;
 
 /// Environment variable naming the directory for the bench's stream files
 /// (default: the system's temporary directory).
@@ -120,10 +120,10 @@ fn sha_baseline(spec: &str) -> Result<(u64, f64)> {
 }
 
 /// For reference: one core hashing as each of the pool's workers does, as
-/// many chunks at once as this CPU's engine takes ([`crate::codec::sha2x`]:
+/// many chunks at once as this CPU's engine takes ([`mdevmig_sha2x`]:
 /// sixteen in AVX-512 lanes, or a SHA-NI pair). Not a baseline the ratios use.
 fn engine_reference(spec: &str) -> Result<(u64, f64)> {
-    let engine = crate::codec::sha2x::engine();
+    let engine = mdevmig_sha2x::engine();
     let lanes = engine.lanes();
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut out = vec![[0u8; 32]; lanes];
@@ -349,7 +349,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
         let registry = Registry::builtin();
         let (mut dev, _) = device::open(&"sim:mtty/mtty-2".parse::<DeviceSpec>()?, &registry)?;
         let f = std::fs::File::create(&small).map_err(|e| Error::io(Code::IoOpen, small.display(), &e))?;
-        crate::broker::save(&mut *dev, &registry, &key, f, &Default::default())?;
+        mdevmig::broker::save(&mut *dev, &registry, &key, f, &Default::default())?;
     }
     flip_header_byte(&small)?;
     let small_len = std::fs::metadata(&small).map(|m| m.len()).unwrap_or(0);
@@ -410,7 +410,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
             &spr_runs,
         ),
     ];
-    let engine = crate::codec::sha2x::engine();
+    let engine = mdevmig_sha2x::engine();
     let mut t = format!(
         "mdevmig bench: simgpu {device_type}, {} bytes of state ({:.2} GiB), {} cores, \
          median of {rounds} rounds\n\n",

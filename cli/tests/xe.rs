@@ -15,9 +15,6 @@
 //! - `plugins`, `describe`, `verify`, `inspect` and `spec/reference/reader.py`
 //!   agree on what an Xe stream is.
 
-#[path = "support/opts.rs"]
-mod opts;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -36,7 +33,6 @@ use mdevmig_plugin_api::{
 use mdevmig_xe::format::{encode_descriptor, packet, trailer, Header, PacketType, HEADER_LEN};
 use mdevmig_xe::testing::read_stream;
 use mdevmig_xe::{estimate_error, Config, XeModel, XePlugin, DEVICE_TYPES, XE_VF_64M};
-use opts::ropts;
 
 // ------------------------------------------------------------------ helpers
 
@@ -55,7 +51,7 @@ fn python_ready() -> bool {
 
 /// `spec/reference/reader.py --trust PUB FILE`: its stdout, trimmed, and success.
 fn reference_reader(trust: &Path, file: &Path) -> (bool, String) {
-    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/reference/reader.py");
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/reference/reader.py");
     let o = Command::new("python3")
         .arg(reader)
         .arg("--trust")
@@ -1292,4 +1288,10 @@ fn verify_and_inspect_report_the_bytes_an_xe_stream_carried_and_the_reference_re
         assert!(ok, "{text}");
         assert_eq!(text, "ok");
     }
+}
+
+/// Restore options that validate in the real sandbox, with this build's `mdevmig`
+/// as the child.
+fn ropts() -> mdevmig::broker::RestoreOptions {
+    mdevmig_testkit::sandboxed_restore(env!("CARGO_BIN_EXE_mdevmig"))
 }

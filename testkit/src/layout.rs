@@ -9,8 +9,6 @@
 //! flags every undefined bit and all ones; for enums and reserved bytes values
 //! outside their set.
 
-#![allow(dead_code)]
-
 /// What a field is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -6,12 +6,12 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::output::Out;
-use crate::auth::{hex, SigningKeyPair, TrustStore};
-use crate::broker::{self, RestoreOptions, SaveOptions};
-use crate::compat;
-use crate::device::{self, DeviceSpec, MigrationDevice};
-use crate::error::{Code, Error, Result};
-use crate::plugins::Registry;
+use mdevmig::auth::{hex, SigningKeyPair, TrustStore};
+use mdevmig::broker::{self, RestoreOptions, SaveOptions};
+use mdevmig::compat;
+use mdevmig::device::{self, DeviceSpec, MigrationDevice};
+use mdevmig::error::{Code, Error, Result};
+use mdevmig::plugins::Registry;
 
 fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, device::spec::HostOverrides)> {
     device::open(&spec.parse::<DeviceSpec>()?, registry)

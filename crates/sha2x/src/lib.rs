@@ -27,15 +27,29 @@
 //! several blocks, in every lane position, on batches of every size up to 17,
 //! and on large inputs.
 //!
-//! This is the crate's second `unsafe` module (after the VFIO ioctls): the
-//! intrinsics are `unsafe` because they need CPU features, which are checked at
-//! run time before a kernel is called (a kernel is reachable only through a
+//! This crate imports nothing from mdevmig and holds the workspace's only
+//! `unsafe` code besides the VFIO ioctl boundary (`mdevmig`'s `device::vfio`).
+//! The intrinsics are `unsafe` because they need CPU features, which are checked
+//! at run time before a kernel is called (a kernel is reachable only through a
 //! `Features` token that detection makes); the kernels read only whole
-//! `[u8; 64]` blocks and write only the states they are given.
+//! `[u8; 64]` blocks and write only the states they are given. The fuzz target
+//! `sha2x_differential` (in mdevmig's `fuzz/`) compares every engine with the
+//! `sha2` crate on arbitrary batches of arbitrary lengths.
+
+#![deny(
+    unsafe_code,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::as_conversions
+)]
 
 use sha2::{Digest, Sha256};
 
-use super::Digest32;
+/// A SHA-256 digest.
+pub type Digest32 = [u8; 32];
 
 /// SHA-256 of `a` and of `b`, interleaved on this core when the CPU allows.
 pub fn digest2(a: &[u8], b: &[u8]) -> (Digest32, Digest32) {
@@ -213,7 +227,8 @@ mod shani {
         _mm_shuffle_epi8, _mm_storeu_si128,
     };
 
-    use super::Digest32;
+    /// A SHA-256 digest.
+    pub type Digest32 = [u8; 32];
 
     pub(super) const BLOCK: usize = 64;
 
@@ -535,7 +550,8 @@ mod avx512 {
     };
 
     use super::shani::{padding, to_bytes, BLOCK, H0, K};
-    use super::Digest32;
+    /// A SHA-256 digest.
+    pub type Digest32 = [u8; 32];
 
     /// Lanes in one register.
     pub(super) const LANES: usize = 16;
@@ -1094,10 +1110,23 @@ mod engine_tests {
 
     #[test]
     fn reports_the_engines() {
-        // Informational: which engines the tests above ran natively here.
+        // An engine the CPU lacks falls back to `sha2`, so the tests above pass
+        // without exercising it: say so where `cargo test` shows it.
+        // Written to the process's stderr, not through `eprintln!`, which the
+        // test harness captures and shows only on failure.
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
         for e in ENGINES {
-            eprintln!("{}: available {}", e.name(), e.available());
+            let line = if e.available() {
+                format!("sha2x: {} engine exercised natively\n", e.name())
+            } else {
+                format!(
+                    "sha2x: {} engine NOT exercised: this CPU lacks it, so its tests ran the sha2 fallback\n",
+                    e.name()
+                )
+            };
+            let _ = err.write_all(line.as_bytes());
         }
-        eprintln!("chosen: {}", engine().name());
+        let _ = writeln!(err, "sha2x: chosen engine {}", engine().name());
     }
 }

@@ -67,7 +67,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
 }
 
 /// A stream the vectors' test signer signed, and that signer's public key.

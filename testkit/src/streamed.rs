@@ -2,13 +2,12 @@
 //! (section flag `STREAMED`, kind-3 section end records), read by the envelope
 //! reader and checked against `spec/wire-format.md` §4-5.
 //!
-//! Kept out of the target file so that `tests/mutation.rs` can include it (with
-//! `#[path]`) to replay regressions and write seeds. The first input byte picks
+//! Kept in the test kit so that `tests/mutation.rs` can run it to replay regressions and write seeds. The first input byte picks
 //! a mode (bit 0) and the size of the pieces of the split read (bits 1..7):
 //!
 //! - **bytes** (bit 0 clear): the rest is a stream. It is read as it is (only
 //!   documented codes), then re-signed by the public test key with
-//!   [`resign_streamed`] (`mdevmig::fuzzing::resign`, which signs section end
+//!   [`resign_streamed`] (`crate::resign`, which signs section end
 //!   records too) and checked by [`check`].
 //! - **script** (bit 0 set): the rest is a script ([`script_stream`]): a header
 //!   (chunk size, 1 to 4 sections, each exact or streamed, with its length or
@@ -32,10 +31,9 @@
 //! - an accepted stream is not exactly what `StreamWriter` makes of its header and
 //!   data (one valid encoding: nothing unsigned or non-canonical is accepted).
 
-#![allow(dead_code)]
-
 use std::io::Read;
 
+use crate::{test_signer, test_trust, Segmented};
 use mdevmig::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use mdevmig::codec::header::{self, Header, SectionEntry};
 use mdevmig::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
@@ -43,7 +41,6 @@ use mdevmig::codec::stream::{ReadOptions, StreamReader};
 use mdevmig::codec::{
     limits, CHUNK_CONTEXT, END_CONTEXT, SECTION_REQUIRED, SECTION_STREAMED, TRAILER_CONTEXT,
 };
-use mdevmig::fuzzing::{test_signer, test_trust, Segmented};
 use mdevmig::Code;
 use sha2::{Digest, Sha256};
 
@@ -87,10 +84,10 @@ fn record_message(fields: &[u8], header_digest: &[u8; 32], data: Option<&[u8]>) 
 }
 
 /// Re-signs a (possibly mutated) stream with `key`, best effort: the library's
-/// [`mdevmig::fuzzing::resign`], which signs chunk, section end and trailer
+/// [`crate::resign`], which signs chunk, section end and trailer
 /// frames for the new header digest.
 pub fn resign_streamed(bytes: &[u8], key: &SigningKeyPair) -> Vec<u8> {
-    mdevmig::fuzzing::resign(bytes, key)
+    crate::resign(bytes, key)
 }
 
 /// A chunk the reader released: its section, offset, length and SHA-256.
@@ -152,7 +149,7 @@ fn read_into(
 /// `StreamWriter` with `key`, ending each streamed section after its data. `None`
 /// if the stream is not accepted or the writer refuses.
 pub fn reencode(bytes: &[u8], trust: &TrustStore, key: &SigningKeyPair) -> Option<Vec<u8>> {
-    mdevmig::fuzzing::reencode(bytes, trust, key)
+    crate::reencode(bytes, trust, key)
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,13 @@
-//! Entry points for the fuzz targets in `fuzz/` and helpers the mutation suite
-//! (`tests/mutation.rs`) shares with them. Not API: nothing here is stable.
+//! Test-only helpers for mdevmig: the entry points of the fuzz targets in `fuzz/`,
+//! and what the test suites share with them. Only tests, examples and `fuzz/`
+//! depend on this crate; nothing that ships does. [`test_signer`]'s seed is
+//! public, so a key from it must never be trusted outside a test.
+//!
+//! * [`vectors`]: the generator of `spec/vectors/`;
+//! * [`layout`]: where every field of a valid stream lies, for mutation;
+//! * [`Segmented`]: a reader that hands a stream over in chosen pieces;
+//! * [`resign`] and [`reencode`]: signing a mutated stream again, so that a
+//!   mutation gets past the signatures to the checks behind them.
 //!
 //! Every `fuzz_*` function takes arbitrary bytes, must not panic on any of them,
 //! and panics (the fuzzer's crash signal) only when an invariant of the envelope is
@@ -15,17 +23,23 @@
 //! before a second read, so that mutations get past the signatures and reach the
 //! structural checks behind them.
 
+pub mod hisi_acc;
+pub mod layout;
+pub mod streamed;
+pub mod vectors;
+pub mod xe_splits;
+
 use std::io::{ErrorKind, Read};
 
 use sha2::{Digest, Sha256};
 
-use crate::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
-use crate::codec::header::{self, Header, PREFIX_LEN};
-use crate::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
-use crate::codec::stream::{read_header_unverified, ReadOptions, StreamReader, StreamWriter};
-use crate::codec::{CHUNK_CONTEXT, END_CONTEXT, TRAILER_CONTEXT};
-use crate::compat::{self, Policy};
-use crate::error::{Code, Result};
+use mdevmig::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
+use mdevmig::codec::header::{self, Header, PREFIX_LEN};
+use mdevmig::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
+use mdevmig::codec::stream::{read_header_unverified, ReadOptions, StreamReader, StreamWriter};
+use mdevmig::codec::{CHUNK_CONTEXT, END_CONTEXT, TRAILER_CONTEXT};
+use mdevmig::compat::{self, Policy};
+use mdevmig::error::{Code, Result};
 
 /// Seed of the test signer (`spec/vectors/keys/test-signer.key`; public, tests only).
 pub const TEST_SIGNER_SEED: [u8; 32] = [0x5e; 32];
@@ -247,11 +261,14 @@ pub fn resign(bytes: &[u8], key: &SigningKeyPair) -> Vec<u8> {
 
 /// True when `code` is one `spec/errors.md` documents (a broker or plugin code).
 pub fn documented(code: &str) -> bool {
-    Code::from_str_code(code).is_some() || crate::plugins::all_error_codes().iter().any(|(c, _)| *c == code)
+    Code::from_str_code(code).is_some()
+        || mdevmig::plugins::all_error_codes()
+            .iter()
+            .any(|(c, _)| *c == code)
 }
 
 /// Reader errors on in-memory input: format, limit and auth codes only.
-fn assert_reader_code(e: &crate::Error, input: &[u8]) {
+fn assert_reader_code(e: &mdevmig::Error, input: &[u8]) {
     let code = e.code.as_str();
     assert!(
         Code::from_str_code(code).is_some()
@@ -383,7 +400,7 @@ pub fn fuzz_policy(data: &[u8]) {
     assert_eq!(back, policy, "policy changed in a round trip");
     assert_eq!(serde_json::to_string(&back).ok().as_deref(), Some(text.as_str()));
 
-    let registry = crate::plugins::Registry::builtin();
+    let registry = mdevmig::plugins::Registry::builtin();
     for (vendor, ty, caps) in [
         ("mtty", "mtty-2", &[][..]),
         ("simgpu", "vgpu-64m", &["simgpu.hw-encoder"][..]),
@@ -436,5 +453,16 @@ pub fn fuzz_policy(data: &[u8]) {
                 assert_eq!(verdict.sections.len(), claim.sections.len());
             }
         }
+    }
+}
+
+/// Restore options that validate in the real sandbox, with `validator` (a
+/// program that calls `mdevmig::sandbox::child_entry`, such as the
+/// `mdevmig-validator` or `mdevmig` binaries) as the child: a test binary is
+/// not one.
+pub fn sandboxed_restore(validator: &str) -> mdevmig::broker::RestoreOptions {
+    mdevmig::broker::RestoreOptions {
+        validation: mdevmig::sandbox::Validation::sandbox(validator),
+        ..mdevmig::broker::RestoreOptions::default()
     }
 }

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::output::Out;
-use super::{open_input, parse_nonce, Output};
-use crate::auth::{hex, SigningKeyPair};
-use crate::broker::{self, RestoreOptions, SaveOptions};
-use crate::compat::descriptor::{self, Descriptor};
-use crate::compat::Policy;
-use crate::device::{self, DeviceSpec};
-use crate::error::{Code, Error, Result};
-use crate::plugins::Registry;
+use super::{open_input, Output};
+use mdevmig::auth::{hex, SigningKeyPair};
+use mdevmig::broker::{self, RestoreOptions, SaveOptions};
+use mdevmig::compat::descriptor::{self, Descriptor};
+use mdevmig::compat::Policy;
+use mdevmig::device::{self, DeviceSpec};
+use mdevmig::error::{Code, Error, Result};
+use mdevmig::plugins::Registry;
 
 /// Shows progress on stderr when it is a terminal and the state is large.
 pub struct Progress<T> {
@@ -114,7 +114,7 @@ pub struct SaveArgs<'a> {
 
 pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
-    let session = a.session.map(parse_nonce).transpose()?;
+    let session = a.session.map(mdevmig::auth::parse_nonce).transpose()?;
     let spec: DeviceSpec = a.device.parse()?;
     let key = SigningKeyPair::load(a.key)?;
     // The output exists (or is refused) before the device is touched.
@@ -127,7 +127,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         session,
         chunk_size: a
             .chunk_size
-            .unwrap_or_else(crate::codec::stream::default_chunk_size),
+            .unwrap_or_else(mdevmig::codec::stream::default_chunk_size),
         omit: Vec::new(),
         produce_window: host.versions,
     };
@@ -221,7 +221,7 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
     // Arguments first: a malformed nonce or device spec is a usage error whatever
     // the files and the device hold.
-    let session = a.session.map(parse_nonce).transpose()?;
+    let session = a.session.map(mdevmig::auth::parse_nonce).transpose()?;
     let mut spec: DeviceSpec = a.device.parse()?;
     if let DeviceSpec::File { replace, .. } = &mut spec {
         *replace = a.force;
@@ -234,9 +234,9 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
         resume: a.resume,
         load_window: host.versions,
         validation: if a.in_process {
-            crate::sandbox::Validation::InProcess
+            mdevmig::sandbox::Validation::InProcess
         } else {
-            crate::sandbox::Validation::default()
+            mdevmig::sandbox::Validation::default()
         },
         ..RestoreOptions::default()
     };
@@ -252,7 +252,7 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
         .verdict
         .sections
         .iter()
-        .filter(|s| s.action == crate::compat::Action::Skip)
+        .filter(|s| s.action == mdevmig::compat::Action::Skip)
         .map(|s| s.name.as_str())
         .collect();
     let mut text = format!(
@@ -367,8 +367,8 @@ pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::resu
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
     let src = Descriptor::load(source)?;
     let plugin = registry.vendor(&dev.info().vendor);
-    let load =
-        plugin.and_then(|p| crate::compat::effective_window(p.loads(&dev.info().device_type), host.versions));
+    let load = plugin
+        .and_then(|p| mdevmig::compat::effective_window(p.loads(&dev.info().device_type), host.versions));
     let r = descriptor::check(&src, dev.info(), &registry, load, policy);
     let mut t = format!(
         "{}: {} {} state v{} -> {} {}\n",

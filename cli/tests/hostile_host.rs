@@ -141,8 +141,8 @@ mod whole_state {
     use mdevmig::codec::stream::StreamWriter;
     use mdevmig::codec::SECTION_REQUIRED;
     use mdevmig::device::{MigState, MigrationDevice};
-    use mdevmig::fuzzing::{test_signer, test_trust};
     use mdevmig::plugins::Registry;
+    use mdevmig_testkit::{test_signer, test_trust};
 
     fn open(spec: &str) -> Box<dyn MigrationDevice> {
         mdevmig::device::open(&spec.parse().unwrap(), &Registry::builtin())

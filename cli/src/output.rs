@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::error::Error;
+use mdevmig::error::Error;
 
 /// Output mode of a command.
 #[derive(Debug, Clone, Copy)]

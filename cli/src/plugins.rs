@@ -13,8 +13,8 @@ use mdevmig_plugin_api::{DeviceInfo, VendorPlugin, VersionWindow};
 use serde_json::{json, Value};
 
 use super::output::Out;
-use crate::error::Result;
-use crate::plugins::Registry;
+use mdevmig::error::Result;
+use mdevmig::plugins::Registry;
 
 /// The shape of a plugin's state for one device type at its newest version.
 fn shape(p: &dyn VendorPlugin, device_type: &str, attributes: &BTreeMap<String, String>) -> &'static str {

@@ -11,10 +11,10 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{open_input, output::Out};
-use crate::codec::header::Header;
-use crate::codec::record::{decode_frame, Frame, FRAME_LEN};
-use crate::codec::stream::{read_header_unverified, ReadOptions, StreamReader};
-use crate::error::{Code, Error, Result};
+use mdevmig::codec::header::Header;
+use mdevmig::codec::record::{decode_frame, Frame, FRAME_LEN};
+use mdevmig::codec::stream::{read_header_unverified, ReadOptions, StreamReader};
+use mdevmig::error::{Code, Error, Result};
 
 struct Walk {
     chunks: u64,
@@ -77,7 +77,7 @@ fn walk(src: &mut dyn Read, h: &Header) -> Walk {
             Ok(Frame::End(e, _)) => {
                 // One per streamed section at most in a valid stream; a hostile
                 // one may repeat them, so the list is capped.
-                if w.ends.len() < usize::from(crate::codec::limits::MAX_SECTIONS) {
+                if w.ends.len() < usize::from(mdevmig::codec::limits::MAX_SECTIONS) {
                     w.ends.push((e.section_index, e.length));
                 }
             }
@@ -188,8 +188,8 @@ fn describe(h: &Header) -> String {
         h.min_version,
         h.chunk_size,
         h.key_id,
-        if h.session_bound() { crate::auth::hex(&h.session_nonce) } else { "unbound".into() },
-        crate::auth::hex(&h.stream_id),
+        if h.session_bound() { mdevmig::auth::hex(&h.session_nonce) } else { "unbound".into() },
+        mdevmig::auth::hex(&h.stream_id),
     );
     for sec in &h.sections {
         s.push_str(&format!(
@@ -210,8 +210,8 @@ fn header_json(h: &Header) -> serde_json::Value {
         "state_version": h.state_version, "min_version": h.min_version,
         "chunk_size": h.chunk_size, "key_id": h.key_id.to_string(),
         "session_bound": h.session_bound(),
-        "session_nonce": if h.session_bound() { json!(crate::auth::hex(&h.session_nonce)) } else { json!(null) },
-        "stream_id": crate::auth::hex(&h.stream_id),
+        "session_nonce": if h.session_bound() { json!(mdevmig::auth::hex(&h.session_nonce)) } else { json!(null) },
+        "stream_id": mdevmig::auth::hex(&h.stream_id),
         "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "streamed": s.streamed(), "length": s.length})).collect::<Vec<_>>(),
         "total_len": h.total_len().ok(),
     })
