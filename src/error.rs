@@ -11,6 +11,7 @@
 //! `spec/errors.md` too.
 
 use std::fmt;
+use std::sync::Arc;
 
 macro_rules! codes {
     ($( $(#[$m:meta])* $variant:ident = $code:literal, $meaning:literal; )*) => {
@@ -208,15 +209,52 @@ impl fmt::Display for Code {
     }
 }
 
-/// An mdevmig error: a stable code and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// An mdevmig error: a stable code, a message for people, and (for failures of
+/// the operating system or the VFIO layer) the error underneath, as
+/// [`std::error::Error::source`].
+///
+/// ```
+/// use std::error::Error as _;
+/// use mdevmig::{Code, Error};
+///
+/// let os = std::io::Error::from_raw_os_error(nix::libc::ENOENT);
+/// let e = Error::io(Code::IoOpen, "opening state.mdm", &os);
+/// assert_eq!(e.code.as_str(), "io.open");
+/// assert_eq!(e.errno(), Some(nix::libc::ENOENT));
+/// assert!(e.source().is_some());
+/// ```
+#[derive(Debug, Clone)]
 pub struct Error {
     /// The stable code.
     pub code: Code,
     /// What went wrong, in words.
     pub message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Two errors are equal when their codes and messages are: the source is the
+/// detail underneath, not part of the error's identity.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
 
 impl Error {
     /// Builds an error.
@@ -224,12 +262,42 @@ impl Error {
         Self {
             code,
             message: message.into(),
+            source: None,
         }
     }
 
-    /// Builds an io error with context.
+    /// The same error with `source` as the failure underneath it.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Builds an io error with context; the io error (with its errno) is kept as
+    /// the source.
     pub fn io(code: Code, context: impl fmt::Display, err: &std::io::Error) -> Self {
-        Self::new(code, format!("{context}: {err}"))
+        let kept = match err.raw_os_error() {
+            Some(errno) => std::io::Error::from_raw_os_error(errno),
+            None => std::io::Error::new(err.kind(), err.to_string()),
+        };
+        Self::new(code, format!("{context}: {err}")).with_source(kept)
+    }
+
+    /// The operating system's error number, when an io error or an errno from
+    /// the kernel lies underneath (walking the whole source chain).
+    pub fn errno(&self) -> Option<i32> {
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if let Some(n) = io.raw_os_error() {
+                    return Some(n);
+                }
+            }
+            if let Some(n) = e.downcast_ref::<nix::errno::Errno>() {
+                return Some(*n as i32);
+            }
+            next = e.source();
+        }
+        None
     }
 }
 

@@ -29,6 +29,26 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// The device info of a `vendor`/`device_type` device with configuration
+    /// `attributes` (completed and checked by its plugin) and host
+    /// `capabilities`.
+    pub fn device_info(
+        &self,
+        vendor: &str,
+        device_type: &str,
+        attributes: &BTreeMap<String, String>,
+        capabilities: std::collections::BTreeSet<String>,
+    ) -> Result<mdevmig_plugin_api::DeviceInfo> {
+        let plugin = self.for_state(vendor, device_type)?;
+        let attributes = plugin.configure(device_type, attributes)?;
+        Ok(mdevmig_plugin_api::DeviceInfo {
+            vendor: vendor.into(),
+            device_type: device_type.into(),
+            attributes,
+            capabilities,
+        })
+    }
+
     /// Every built-in plugin.
     pub fn builtin() -> Self {
         Registry {

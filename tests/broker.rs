@@ -31,9 +31,9 @@ fn trust() -> TrustStore {
 
 fn mtty(ty: &str, seed: u64) -> SimDevice {
     let registry = Registry::builtin();
-    let info =
-        mdevmig::device::spec::device_info(&registry, "mtty", ty, &Default::default(), BTreeSet::new())
-            .unwrap();
+    let info = registry
+        .device_info("mtty", ty, &Default::default(), BTreeSet::new())
+        .unwrap();
     let model = registry
         .sim("mtty")
         .unwrap()

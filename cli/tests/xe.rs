@@ -156,7 +156,7 @@ fn sim_xe(ty: &str, seed: u64, pairs: &[(&str, &str)]) -> SimDevice {
     let (options, config): (BTreeMap<_, _>, BTreeMap<_, _>) = attrs(pairs)
         .into_iter()
         .partition(|(k, _)| sim.sim_options().contains(&k.as_str()));
-    let info = device::spec::device_info(&registry, "xe", ty, &config, Default::default()).unwrap();
+    let info = registry.device_info("xe", ty, &config, Default::default()).unwrap();
     let mut attributes = info.attributes.clone();
     attributes.extend(options);
     let model = sim.sim_model(ty, &SimOptions { seed, attributes }).unwrap();

@@ -69,6 +69,40 @@ pub struct MigrationRegion {
 /// the save, not as a separate phase.
 const REGION_FLAGS: u64 = fsm::FLAG_STOP_COPY;
 
+impl fsm::Arcs for MigrationRegion {
+    fn arc_flags(&self) -> u64 {
+        REGION_FLAGS
+    }
+    fn current(&self) -> MigState {
+        self.state
+    }
+    fn enter(&mut self, state: MigState) {
+        self.state = state;
+    }
+    fn take_arc(&mut self, from: MigState, to: MigState) -> Result<()> {
+        self.region_arc(from, to)
+    }
+}
+
+/// Runs a save or restore worker's body, turning a panic inside it (a vendor
+/// plugin's or a device backend's) into an `internal.error`. The panic has
+/// already unwound through the broker's guards, so the device was put back
+/// (source RUNNING, touched destination reset) and the worker still hands the
+/// device back to the region.
+fn contained<T>(what: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Error::new(
+            Code::Internal,
+            format!("the {what} worker panicked ({why}); the device was put back"),
+        ))
+    })
+}
+
 impl MigrationRegion {
     /// A region in RUNNING over `dev`.
     pub fn new(dev: Dev, cfg: RegionConfig) -> Self {
@@ -97,94 +131,103 @@ impl MigrationRegion {
         self.dev.as_mut()
     }
 
-    /// Moves the region; streaming states start a save or a restore.
+    /// Moves the region; streaming states start a save or a restore. A failed
+    /// arc leaves the region in ERROR (and the device put back by the save's or
+    /// restore's guard); [`MigrationRegion::reset`] returns it to RUNNING.
     pub fn set_state(&mut self, target: MigState) -> Result<()> {
-        let steps = fsm::path(REGION_FLAGS, self.state, target).ok_or_else(|| {
-            Error::new(
-                Code::DeviceTransition,
-                format!("region: {} -> {target} is not valid", self.state),
-            )
-        })?;
-        for next in steps {
-            if let Err(e) = self.arc(self.state, next) {
-                self.state = MigState::Error;
+        fsm::walk(self, target)
+    }
+
+    fn region_arc(&mut self, from: MigState, to: MigState) -> Result<()> {
+        match (from, to) {
+            (MigState::Stop, MigState::StopCopy) => self.start_save(),
+            (MigState::StopCopy, MigState::Stop) => self.finish_save(),
+            (MigState::Stop, MigState::Resuming) => self.start_restore(),
+            (MigState::Resuming, MigState::Stop) => self.finish_restore(),
+            (MigState::Stop, MigState::Running) | (MigState::Running, MigState::Stop) => {
+                match self.dev.as_mut() {
+                    Some(dev) => dev.set_state(to),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The device, RUNNING, for a worker (broker::save and restore start from
+    /// RUNNING and move it themselves).
+    fn dev_for_worker(&mut self) -> Result<Dev> {
+        let mut dev = self.take_dev()?;
+        if dev.state()? == MigState::Stop {
+            if let Err(e) = dev.set_state(MigState::Running) {
+                self.dev = Some(dev);
                 return Err(e);
             }
-            self.state = next;
         }
+        Ok(dev)
+    }
+
+    /// STOP -> STOP_COPY: a save worker writes the envelope into the data pipe.
+    fn start_save(&mut self) -> Result<()> {
+        let key = self
+            .cfg
+            .key
+            .clone()
+            .ok_or_else(|| Error::new(Code::Usage, "region has no signing key"))?;
+        let (registry, opts) = (self.cfg.registry.clone(), self.cfg.save.clone());
+        let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
+        let mut dev = self.dev_for_worker()?;
+        let h = std::thread::spawn(move || {
+            let res = contained("save", || save(&mut *dev, &registry, &key, w, &opts));
+            (dev, res)
+        });
+        self.job = Job::Saving(r, h);
         Ok(())
     }
 
-    fn arc(&mut self, from: MigState, to: MigState) -> Result<()> {
-        match (from, to) {
-            (MigState::Stop, MigState::StopCopy) => {
-                let mut dev = self.take_dev()?;
-                let key = self
-                    .cfg
-                    .key
-                    .clone()
-                    .ok_or_else(|| Error::new(Code::Usage, "region has no signing key"))?;
-                let registry = self.cfg.registry.clone();
-                let opts = self.cfg.save.clone();
-                let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
-                // The device is RUNNING; broker::save stops it itself.
-                if dev.state()? == MigState::Stop {
-                    dev.set_state(MigState::Running)?;
-                }
-                let h = std::thread::spawn(move || {
-                    let res = save(&mut *dev, &registry, &key, w, &opts);
-                    (dev, res)
-                });
-                self.job = Job::Saving(r, h);
-            }
-            (MigState::StopCopy, MigState::Stop) => {
-                let Job::Saving(r, h) = std::mem::replace(&mut self.job, Job::Idle) else {
-                    return Err(Error::new(Code::Internal, "no save running"));
-                };
-                drop(r);
-                let (dev, res) = h
-                    .join()
-                    .map_err(|_| Error::new(Code::Internal, "save thread panicked"))?;
-                self.dev = Some(dev);
-                self.last_save = Some(res?);
-            }
-            (MigState::Stop, MigState::Resuming) => {
-                let mut dev = self.take_dev()?;
-                let trust = self
-                    .cfg
-                    .trust
-                    .clone()
-                    .ok_or_else(|| Error::new(Code::Usage, "region has no trust store"))?;
-                let registry = self.cfg.registry.clone();
-                let opts = self.cfg.restore.clone();
-                let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
-                if dev.state()? == MigState::Stop {
-                    dev.set_state(MigState::Running)?;
-                }
-                let h = std::thread::spawn(move || {
-                    let res = restore(&mut *dev, &registry, &trust, r, &opts);
-                    (dev, res)
-                });
-                self.job = Job::Restoring(Some(w), h);
-            }
-            (MigState::Resuming, MigState::Stop) => {
-                let Job::Restoring(w, h) = std::mem::replace(&mut self.job, Job::Idle) else {
-                    return Err(Error::new(Code::Internal, "no restore running"));
-                };
-                drop(w); // end of stream
-                let (dev, res) = h
-                    .join()
-                    .map_err(|_| Error::new(Code::Internal, "restore thread panicked"))?;
-                self.dev = Some(dev);
-                self.last_restore = Some(res?);
-            }
-            (MigState::Stop, MigState::Running) | (MigState::Running, MigState::Stop) => {
-                if let Some(dev) = self.dev.as_mut() {
-                    dev.set_state(to)?;
-                }
-            }
-            _ => {}
-        }
+    /// STOP_COPY -> STOP: the reader is done; the save's outcome.
+    fn finish_save(&mut self) -> Result<()> {
+        let Job::Saving(r, h) = std::mem::replace(&mut self.job, Job::Idle) else {
+            return Err(Error::new(Code::Internal, "no save running"));
+        };
+        drop(r);
+        let (dev, res) = h
+            .join()
+            .map_err(|_| Error::new(Code::Internal, "save thread panicked"))?;
+        self.dev = Some(dev);
+        self.last_save = Some(res?);
+        Ok(())
+    }
+
+    /// STOP -> RESUMING: a restore worker reads the envelope from the data pipe.
+    fn start_restore(&mut self) -> Result<()> {
+        let trust = self
+            .cfg
+            .trust
+            .clone()
+            .ok_or_else(|| Error::new(Code::Usage, "region has no trust store"))?;
+        let (registry, opts) = (self.cfg.registry.clone(), self.cfg.restore.clone());
+        let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
+        let mut dev = self.dev_for_worker()?;
+        let h = std::thread::spawn(move || {
+            let res = contained("restore", || restore(&mut *dev, &registry, &trust, r, &opts));
+            (dev, res)
+        });
+        self.job = Job::Restoring(Some(w), h);
+        Ok(())
+    }
+
+    /// RESUMING -> STOP: end of stream; the restore's outcome.
+    fn finish_restore(&mut self) -> Result<()> {
+        let Job::Restoring(w, h) = std::mem::replace(&mut self.job, Job::Idle) else {
+            return Err(Error::new(Code::Internal, "no restore running"));
+        };
+        drop(w); // end of stream
+        let (dev, res) = h
+            .join()
+            .map_err(|_| Error::new(Code::Internal, "restore thread panicked"))?;
+        self.dev = Some(dev);
+        self.last_restore = Some(res?);
         Ok(())
     }
 

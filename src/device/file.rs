@@ -77,6 +77,25 @@ impl FileDevice {
     }
 }
 
+impl fsm::Arcs for FileDevice {
+    fn arc_flags(&self) -> u64 {
+        fsm::FLAG_STOP_COPY
+    }
+    fn current(&self) -> MigState {
+        self.state
+    }
+    fn enter(&mut self, state: MigState) {
+        self.state = state;
+    }
+    fn take_arc(&mut self, from: MigState, to: MigState) -> Result<()> {
+        self.arc(from, to)
+    }
+    fn arc_failed(&mut self, _from: MigState) {
+        // Dropping an uncommitted image removes it.
+        self.stream = Stream::None;
+    }
+}
+
 impl MigrationDevice for FileDevice {
     fn backend(&self) -> &'static str {
         "file"
@@ -95,22 +114,7 @@ impl MigrationDevice for FileDevice {
     }
 
     fn set_state(&mut self, target: MigState) -> Result<()> {
-        let steps = fsm::path(fsm::FLAG_STOP_COPY, self.state, target).ok_or_else(|| {
-            Error::new(
-                Code::DeviceTransition,
-                format!("{} -> {target} is not valid", self.state),
-            )
-        })?;
-        for next in steps {
-            if let Err(e) = self.arc(self.state, next) {
-                self.state = MigState::Error;
-                // Dropping an uncommitted image removes it.
-                self.stream = Stream::None;
-                return Err(e);
-            }
-            self.state = next;
-        }
-        Ok(())
+        fsm::walk(self, target)
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {

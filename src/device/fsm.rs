@@ -186,6 +186,45 @@ pub fn path(flags: u64, cur: MigState, target: MigState) -> Option<Vec<MigState>
     Some(steps)
 }
 
+/// Something that moves through the v2 states one arc at a time, the way the
+/// kernel's `vfio_mig_get_next_state()` walks them: the simulated and file
+/// devices and the broker's migration region. [`walk`] is the one walk they share.
+pub(crate) trait Arcs {
+    /// The `VFIO_DEVICE_FEATURE_MIGRATION` flags that decide which arcs exist.
+    fn arc_flags(&self) -> u64;
+    /// The state now.
+    fn current(&self) -> MigState;
+    /// Records the state reached (ERROR after a failed arc).
+    fn enter(&mut self, state: MigState);
+    /// Performs the single arc `from` -> `to`.
+    fn take_arc(&mut self, from: MigState, to: MigState) -> crate::Result<()>;
+    /// Cleans up after the arc out of `from` failed (the state is ERROR).
+    fn arc_failed(&mut self, _from: MigState) {}
+}
+
+/// Moves `dev` to `target` arc by arc. A request the flags do not allow is
+/// `device.transition` and changes nothing, as the kernel's EINVAL does; a
+/// failed arc leaves `dev` in ERROR, as the kernel does.
+pub(crate) fn walk<A: Arcs + ?Sized>(dev: &mut A, target: MigState) -> crate::Result<()> {
+    let start = dev.current();
+    let steps = path(dev.arc_flags(), start, target).ok_or_else(|| {
+        crate::Error::new(
+            crate::Code::DeviceTransition,
+            format!("{start} -> {target} is not a valid transition (EINVAL)"),
+        )
+    })?;
+    for next in steps {
+        let from = dev.current();
+        if let Err(e) = dev.take_arc(from, next) {
+            dev.enter(MigState::Error);
+            dev.arc_failed(from);
+            return Err(e);
+        }
+        dev.enter(next);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,6 +127,29 @@ impl SimDevice {
     }
 }
 
+impl fsm::Arcs for SimDevice {
+    fn arc_flags(&self) -> u64 {
+        self.flags
+    }
+    fn current(&self) -> MigState {
+        self.state
+    }
+    fn enter(&mut self, state: MigState) {
+        self.state = state;
+    }
+    fn take_arc(&mut self, from: MigState, to: MigState) -> Result<()> {
+        self.arc(from, to)?;
+        self.history.push((from, to));
+        Ok(())
+    }
+    fn arc_failed(&mut self, from: MigState) {
+        if from == MigState::Resuming {
+            self.model.abort_load();
+        }
+        self.stream = Stream::None;
+    }
+}
+
 impl MigrationDevice for SimDevice {
     fn backend(&self) -> &'static str {
         "sim"
@@ -145,26 +168,7 @@ impl MigrationDevice for SimDevice {
     }
 
     fn set_state(&mut self, target: MigState) -> Result<()> {
-        let steps = fsm::path(self.flags, self.state, target).ok_or_else(|| {
-            Error::new(
-                Code::DeviceTransition,
-                format!("{} -> {target} is not a valid transition (EINVAL)", self.state),
-            )
-        })?;
-        for next in steps {
-            let from = self.state;
-            if let Err(e) = self.arc(from, next) {
-                if from == MigState::Resuming {
-                    self.model.abort_load();
-                }
-                self.state = MigState::Error;
-                self.stream = Stream::None;
-                return Err(e);
-            }
-            self.history.push((from, next));
-            self.state = next;
-        }
-        Ok(())
+        fsm::walk(self, target)
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use mdevmig_plugin_api::{DeviceInfo, SimOptions, VersionWindow};
+use mdevmig_plugin_api::{SimOptions, VersionWindow};
 
 use super::fsm;
 use super::MigrationDevice;
@@ -166,24 +166,6 @@ pub struct HostOverrides {
     pub versions: Option<VersionWindow>,
 }
 
-/// Builds the device info for a vendor/type/attributes through its plugin.
-pub fn device_info(
-    registry: &Registry,
-    vendor: &str,
-    device_type: &str,
-    attributes: &BTreeMap<String, String>,
-    caps: BTreeSet<String>,
-) -> Result<DeviceInfo> {
-    let plugin = registry.for_state(vendor, device_type)?;
-    let attributes = plugin.configure(device_type, attributes)?;
-    Ok(DeviceInfo {
-        vendor: vendor.into(),
-        device_type: device_type.into(),
-        attributes,
-        capabilities: caps,
-    })
-}
-
 /// Opens the device a spec names.
 pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, HostOverrides)> {
     match spec {
@@ -207,7 +189,7 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
                 .clone()
                 .into_iter()
                 .partition(|(k, _)| sim.sim_options().contains(&k.as_str()));
-            let info = device_info(registry, vendor, device_type, &config, caps.clone())?;
+            let info = registry.device_info(vendor, device_type, &config, caps.clone())?;
             // A host pinned to an older plugin window produces that window's newest
             // state version.
             let mut attributes = info.attributes.clone();
@@ -232,7 +214,7 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
             attributes,
             replace,
         } => {
-            let info = device_info(registry, vendor, device_type, attributes, BTreeSet::new())?;
+            let info = registry.device_info(vendor, device_type, attributes, BTreeSet::new())?;
             Ok((
                 Box::new(super::file::FileDevice::new(path.clone(), info).replacing(*replace)),
                 HostOverrides::default(),

@@ -71,8 +71,10 @@ pub fn identify(path: &Path) -> Result<(String, String)> {
     ))
 }
 
-fn errno_of(e: &VfioError) -> String {
-    e.to_string()
+/// A VFIO failure as an [`Error`] with `code`, keeping the vfio-ioctls error (and
+/// the errno inside it) as its source.
+fn vfio_err(code: Code, context: impl std::fmt::Display, e: VfioError) -> Error {
+    Error::new(code, format!("{context}: {e}")).with_source(e)
 }
 
 impl VfioBackend {
@@ -86,29 +88,15 @@ impl VfioBackend {
             ));
         }
         let (vendor, device_type) = identify(&path)?;
-        let info = super::spec::device_info(
-            registry,
-            &vendor,
-            &device_type,
-            &Default::default(),
-            Default::default(),
-        )?;
-        let container = Arc::new(VfioContainer::new(None).map_err(|e| {
-            Error::new(
-                Code::DeviceOpen,
-                format!("opening /dev/vfio/vfio: {}", errno_of(&e)),
-            )
-        })?);
+        let info = registry.device_info(&vendor, &device_type, &Default::default(), Default::default())?;
+        let container = Arc::new(
+            VfioContainer::new(None).map_err(|e| vfio_err(Code::DeviceOpen, "opening /dev/vfio/vfio", e))?,
+        );
         let dev = VfioDevice::new(&path, container.clone(), false)
-            .map_err(|e| Error::new(Code::DeviceOpen, format!("{}: {}", path.display(), errno_of(&e))))?;
+            .map_err(|e| vfio_err(Code::DeviceOpen, path.display(), e))?;
         let flags = dev
             .query_migration_support()
-            .map_err(|e| {
-                Error::new(
-                    Code::DeviceOpen,
-                    format!("querying migration support: {}", errno_of(&e)),
-                )
-            })?
+            .map_err(|e| vfio_err(Code::DeviceOpen, "querying migration support", e))?
             .ok_or_else(|| {
                 Error::new(
                     Code::DeviceNoMigration,
@@ -174,12 +162,10 @@ impl MigrationDevice for VfioBackend {
     }
 
     fn state(&mut self) -> Result<MigState> {
-        let raw = self.dev.get_migration_state().map_err(|e| {
-            Error::new(
-                Code::DeviceTransition,
-                format!("reading device state: {}", errno_of(&e)),
-            )
-        })?;
+        let raw = self
+            .dev
+            .get_migration_state()
+            .map_err(|e| vfio_err(Code::DeviceTransition, "reading device state", e))?;
         MigState::from_u32(raw).ok_or_else(|| {
             Error::new(
                 Code::DeviceTransition,
@@ -190,12 +176,9 @@ impl MigrationDevice for VfioBackend {
 
     fn set_state(&mut self, target: MigState) -> Result<()> {
         // One SET with the final target: the kernel walks the arcs itself.
-        self.dev.set_migration_state(target.as_u32()).map_err(|e| {
-            Error::new(
-                Code::DeviceTransition,
-                format!("setting state {target}: {}", errno_of(&e)),
-            )
-        })
+        self.dev
+            .set_migration_state(target.as_u32())
+            .map_err(|e| vfio_err(Code::DeviceTransition, format_args!("setting state {target}"), e))
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {
@@ -212,30 +195,27 @@ impl MigrationDevice for VfioBackend {
             Err(VfioError::VfioMigrationDataIo(e)) if e.raw_os_error() == Some(nix::libc::ENOMSG) => {
                 Ok(DataRead::NotYet)
             }
-            Err(e) => Err(Error::new(
-                Code::DeviceData,
-                format!("reading the data fd: {}", errno_of(&e)),
-            )),
+            Err(e) => Err(vfio_err(Code::DeviceData, "reading the data fd", e)),
         }
     }
 
     fn write_data(&mut self, buf: &[u8]) -> Result<()> {
         self.dev
             .write_migration_data(buf)
-            .map_err(|e| Error::new(Code::DeviceData, format!("writing the data fd: {}", errno_of(&e))))
+            .map_err(|e| vfio_err(Code::DeviceData, "writing the data fd", e))
     }
 
     fn data_size(&mut self) -> Result<u64> {
         self.dev
             .get_mig_data_size()
-            .map_err(|e| Error::new(Code::DeviceData, format!("MIG_DATA_SIZE: {}", errno_of(&e))))
+            .map_err(|e| vfio_err(Code::DeviceData, "MIG_DATA_SIZE", e))
     }
 
     fn precopy_info(&mut self) -> Result<PrecopyInfo> {
         let p = self
             .dev
             .mig_get_precopy_info()
-            .map_err(|e| Error::new(Code::DeviceData, format!("PRECOPY_INFO: {}", errno_of(&e))))?;
+            .map_err(|e| vfio_err(Code::DeviceData, "PRECOPY_INFO", e))?;
         Ok(PrecopyInfo {
             initial_bytes: p.initial_bytes,
             dirty_bytes: p.dirty_bytes,
@@ -248,12 +228,12 @@ impl MigrationDevice for VfioBackend {
         // fd owned by `self.dev` for the duration of the call.
         #[allow(unsafe_code)]
         let r = unsafe { vfio_device_reset(self.dev.as_raw_fd()) };
-        r.map_err(|e| Error::new(Code::DeviceReset, format!("VFIO_DEVICE_RESET: {e}")))?;
+        r.map_err(|e| Error::new(Code::DeviceReset, format!("VFIO_DEVICE_RESET: {e}")).with_source(e))?;
         // vfio-ioctls still holds the data fd the reset disabled; a SET to the
         // state the device is already in (RUNNING) drops it without touching it.
         self.dev
             .set_migration_state(MigState::Running.as_u32())
-            .map_err(|e| Error::new(Code::DeviceReset, format!("after reset: {}", errno_of(&e))))
+            .map_err(|e| vfio_err(Code::DeviceReset, "after reset", e))
     }
 }
 
