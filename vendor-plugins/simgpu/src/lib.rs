@@ -56,12 +56,13 @@ mod plugin;
 pub mod record;
 pub mod sections;
 mod sim;
+mod state;
 pub mod types;
 
-pub use plugin::{SimGpuPlugin, NEWEST, WINDOW};
+pub use plugin::SimGpuPlugin;
 pub use record::{Section, ENCODER_CAPABILITY, FRAMING_LEN};
 pub use sim::{SimGpuModel, PAGES_PER_ROUND};
-pub use types::{Config, GpuType, DEVICE_TYPES, PAGE_SIZE, VGPU_1G, VGPU_256M, VGPU_64M};
+pub use types::{Config, GpuType, DEVICE_TYPES, NEWEST, PAGE_SIZE, VGPU_1G, VGPU_256M, VGPU_64M, WINDOW};
 
 /// The vendor id.
 pub const VENDOR: &str = "simgpu";

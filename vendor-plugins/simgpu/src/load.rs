@@ -8,7 +8,7 @@ use crate::codes;
 use crate::fb::Fb;
 use crate::record::{RecordHeader, Section, FLAG_REQUIRED, FRAMING_LEN, SECTION_VERSION};
 use crate::sections::{Ctx3, Encoder, FbDirty, Regs, Telemetry};
-use crate::sim::DevState;
+use crate::state::DevState;
 use crate::types::{Config, GpuType, PAGE_SIZE, PAGE_SIZE_U64};
 
 enum Phase {

@@ -43,12 +43,7 @@ use crate::codes;
 use crate::record::{self, Section, FRAMING_LEN_U64, SECTION_VERSION};
 use crate::sections::{Ctx3, Encoder, FbDirty, Regs, Telemetry};
 use crate::sim::SimGpuModel;
-use crate::types::{device_config, gpu_type, Config, GpuType, DEVICE_TYPES};
-
-/// The newest state version this crate knows.
-pub const NEWEST: u32 = 3;
-/// The default produce and load window, 1..=3.
-pub const WINDOW: VersionWindow = VersionWindow::new(1, NEWEST);
+use crate::types::{device_config, gpu_type, Config, GpuType, DEVICE_TYPES, NEWEST, WINDOW};
 
 /// The plugin for the simulated vGPU. [`SimGpuPlugin::new`] is the current
 /// plugin; [`SimGpuPlugin::with_windows`] builds one that behaves like an older

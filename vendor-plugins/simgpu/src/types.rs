@@ -16,9 +16,14 @@
 
 use std::collections::BTreeMap;
 
-use mdevmig_plugin_api::{DeviceInfo, VendorError};
+use mdevmig_plugin_api::{DeviceInfo, VendorError, VersionWindow};
 
 use crate::codes;
+
+/// The newest state version this crate knows.
+pub const NEWEST: u32 = 3;
+/// The default produce and load window, 1..=3.
+pub const WINDOW: VersionWindow = VersionWindow::new(1, NEWEST);
 
 /// Bytes in a framebuffer page, the unit of dirty tracking.
 pub const PAGE_SIZE: usize = 4096;
