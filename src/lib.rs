@@ -6,6 +6,7 @@
 //! structure before the kernel sees it.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod broker;

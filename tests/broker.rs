@@ -10,8 +10,8 @@ use std::io::Write;
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::region::{v1, MigrationRegion, RegionConfig, V1Region};
 use mdevmig::broker::{restore, save, RestoreOptions, SaveOptions};
-use mdevmig::device::sim::{Faults, SimDevice};
 use mdevmig::device::{DataRead, MigState, MigrationDevice, FLAG_P2P, FLAG_PRE_COPY, FLAG_STOP_COPY};
+use mdevmig::device::{Faults, SimDevice};
 use mdevmig::plugins::Registry;
 use mdevmig::Code;
 use mdevmig_mtty::{MttyState, MttyType};
@@ -72,7 +72,7 @@ fn sim_save_restore_gives_equal_digests_and_leaves_the_documented_states() {
             "a successful save leaves the source in STOP"
         );
         if precopy {
-            assert!(src.history.contains(&(MigState::Running, MigState::PreCopy)));
+            assert!(src.history().contains(&(MigState::Running, MigState::PreCopy)));
         }
         let mut dst = mtty("mtty-2", 7);
         assert_ne!(dst.state_digest().unwrap(), digest);
@@ -210,7 +210,7 @@ fn a_fault_at_each_save_step_leaves_the_source_running_with_its_code() {
     for (name, faults, out_room, precopy, code) in cases {
         let mut src = mtty("mtty-2", 5);
         let digest = src.state_digest().unwrap();
-        src.faults = faults;
+        src.set_faults(faults);
         let e = save(
             &mut src,
             &Registry::builtin(),
@@ -382,14 +382,14 @@ fn a_fault_at_each_restore_step_leaves_the_destination_reset_with_its_code() {
     for c in cases {
         let mut dst = mtty("mtty-2", 7);
         let before = dst.state_digest().unwrap();
-        dst.faults = c.faults.clone();
+        dst.set_faults(c.faults.clone());
         let opts = RestoreOptions {
             hold_back: c.hold_back,
             ..ropts()
         };
         let e = restore(&mut dst, &Registry::builtin(), &trust(), &c.stream[..], &opts).unwrap_err();
         assert_eq!(e.code, c.code, "{}: {e}", c.name);
-        dst.faults = Faults::default();
+        dst.set_faults(Faults::default());
         assert_eq!(
             dst.state().unwrap(),
             MigState::Running,
@@ -403,17 +403,17 @@ fn a_fault_at_each_restore_step_leaves_the_destination_reset_with_its_code() {
             c.name
         );
         assert_eq!(
-            dst.resets > 0,
+            dst.resets() > 0,
             c.touched,
             "{}: reset iff the device was touched",
             c.name
         );
         if !c.touched {
             assert!(
-                dst.history.is_empty(),
+                dst.history().is_empty(),
                 "{}: device was touched: {:?}",
                 c.name,
-                dst.history
+                dst.history()
             );
         }
     }
@@ -427,7 +427,7 @@ fn a_driver_refusal_at_resuming_to_stop_resets_the_destination() {
     let mut src = mtty("mtty-2", 1);
     let stream = saved(&mut src, &SaveOptions::default());
     let mut dst = mtty("mtty-2", 2);
-    dst.faults.fail_arc_into = None;
+    dst.set_faults(Faults::default());
     let r = restore(&mut dst, &Registry::builtin(), &trust(), &stream[..], &ropts());
     assert!(r.is_ok());
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::region::{MigrationRegion, RegionConfig};
 use mdevmig::broker::{restore, save, RestoreOptions, SaveOptions};
-use mdevmig::device::sim::SimDevice;
+use mdevmig::device::SimDevice;
 use mdevmig::device::{DataRead, MigState, MigrationDevice, PrecopyInfo, FLAG_STOP_COPY};
 use mdevmig::plugins::Registry;
 use mdevmig::Code;
@@ -172,7 +172,7 @@ fn a_panic_in_the_middle_of_a_save_leaves_the_source_running_and_unchanged() {
 fn a_panic_after_the_destination_was_touched_resets_it() {
     let stream = stream_of(2);
     let (mut dev, inner) = Panicky::new(simgpu(3), PanicAt::Write(3));
-    let resets = inner.lock().unwrap().resets;
+    let resets = inner.lock().unwrap().resets();
     let r = catch_unwind(AssertUnwindSafe(|| {
         restore(
             &mut dev,
@@ -184,7 +184,7 @@ fn a_panic_after_the_destination_was_touched_resets_it() {
     }));
     assert!(r.is_err(), "the panic propagates to the caller");
     let mut dst = inner.lock().unwrap();
-    assert_eq!(dst.resets, resets + 1, "the guard reset the destination once");
+    assert_eq!(dst.resets(), resets + 1, "the guard reset the destination once");
     assert_eq!(dst.state().unwrap(), MigState::Running);
 }
 
@@ -226,7 +226,7 @@ fn the_region_survives_a_panicking_save_worker() {
 fn the_region_survives_a_panicking_restore_worker() {
     let stream = stream_of(5);
     let (dev, inner) = Panicky::new(simgpu(6), PanicAt::Write(2));
-    let resets = inner.lock().unwrap().resets;
+    let resets = inner.lock().unwrap().resets();
     let mut r = region(dev);
     r.set_state(MigState::Stop).unwrap();
     r.set_state(MigState::Resuming).unwrap();
@@ -241,7 +241,7 @@ fn the_region_survives_a_panicking_restore_worker() {
     assert_eq!(r.state(), MigState::Error);
     assert!(r.device().is_some(), "the device came back to the region");
     assert_eq!(
-        inner.lock().unwrap().resets,
+        inner.lock().unwrap().resets(),
         resets + 1,
         "the touched destination was reset"
     );

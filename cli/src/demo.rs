@@ -13,7 +13,7 @@ use mdevmig::device::{self, DeviceSpec, MigrationDevice};
 use mdevmig::error::{Code, Error, Result};
 use mdevmig::plugins::Registry;
 
-fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, device::spec::HostOverrides)> {
+fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, device::HostOverrides)> {
     device::open(&spec.parse::<DeviceSpec>()?, registry)
 }
 

@@ -22,7 +22,7 @@ use std::process::{Command, Output, Stdio};
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::{restore, save, SaveOptions};
 use mdevmig::codec::StreamReader;
-use mdevmig::device::sim::SimDevice;
+use mdevmig::device::SimDevice;
 use mdevmig::device::{self, DeviceSpec, MigState, MigrationDevice};
 use mdevmig::plugins::Registry;
 use mdevmig::Code;
@@ -156,7 +156,9 @@ fn sim_xe(ty: &str, seed: u64, pairs: &[(&str, &str)]) -> SimDevice {
     let (options, config): (BTreeMap<_, _>, BTreeMap<_, _>) = attrs(pairs)
         .into_iter()
         .partition(|(k, _)| sim.sim_options().contains(&k.as_str()));
-    let info = registry.device_info("xe", ty, &config, Default::default()).unwrap();
+    let info = registry
+        .device_info("xe", ty, &config, Default::default())
+        .unwrap();
     let mut attributes = info.attributes.clone();
     attributes.extend(options);
     let model = sim.sim_model(ty, &SimOptions { seed, attributes }).unwrap();
@@ -907,23 +909,23 @@ fn crafted_xe_images_are_refused_each_with_its_own_code_and_the_destination_is_u
             // The hold-back was flushed, but the chunk with the bad packet was
             // refused before it was written.
             assert!(
-                dev.bytes_loaded >= 8 << 20 && dev.bytes_loaded < c.raw.len() as u64,
+                dev.bytes_loaded() >= 8 << 20 && dev.bytes_loaded() < c.raw.len() as u64,
                 "{name}: {} bytes reached the device",
-                dev.bytes_loaded
+                dev.bytes_loaded()
             );
             assert!(
-                dev.history.contains(&(MigState::Stop, MigState::Resuming)),
+                dev.history().contains(&(MigState::Stop, MigState::Resuming)),
                 "{name}"
             );
-            assert_eq!(dev.resets, 1, "{name}: the touched destination must be reset");
+            assert_eq!(dev.resets(), 1, "{name}: the touched destination must be reset");
         } else {
             assert!(
-                dev.history.is_empty(),
+                dev.history().is_empty(),
                 "{name}: device touched: {:?}",
-                dev.history
+                dev.history()
             );
-            assert_eq!(dev.bytes_loaded, 0, "{name}");
-            assert_eq!(dev.resets, 0, "{name}");
+            assert_eq!(dev.bytes_loaded(), 0, "{name}");
+            assert_eq!(dev.resets(), 0, "{name}");
         }
     }
 }
@@ -1098,13 +1100,13 @@ fn a_simulated_xe_vf_yielding_more_than_a_lowered_bound_is_refused_and_left_runn
                     "{what}: source state changed"
                 );
                 assert!(
-                    src.history.contains(&(MigState::Stop, MigState::StopCopy))
-                        || src.history.contains(&(MigState::Running, MigState::PreCopy))
+                    src.history().contains(&(MigState::Stop, MigState::StopCopy))
+                        || src.history().contains(&(MigState::Running, MigState::PreCopy))
                         || src
-                            .history
+                            .history()
                             .contains(&(MigState::RunningP2p, MigState::PreCopyP2p)),
                     "{what}: {:?}",
-                    src.history
+                    src.history()
                 );
             }
         }
@@ -1144,7 +1146,7 @@ fn a_streamed_section_that_fills_its_bound_with_full_chunks_is_signed_and_one_by
     let mut dst = sim_xe("xe-vf-64m", 3, &[]);
     let e = restore(&mut dst, &Registry::builtin(), &d.trust(), &out[..], &ropts()).unwrap_err();
     assert_eq!(e.code, Code::Vendor("vendor.xe.bad_version"), "{e}");
-    assert!(dst.history.is_empty());
+    assert!(dst.history().is_empty());
     // One byte more.
     std::fs::write(&img, [&bytes[..], &[0u8][..]].concat()).unwrap();
     let (mut dev, _) = device::open(&spec.parse::<DeviceSpec>().unwrap(), &reg).unwrap();
@@ -1174,7 +1176,7 @@ fn a_streamed_section_that_fills_its_bound_with_full_chunks_is_signed_and_one_by
     let mut dst = sim_xe("xe-vf-64m", 5, &[]);
     let e = restore(&mut dst, &Registry::builtin(), &d.trust(), &out[..], &ropts()).unwrap_err();
     assert_eq!(e.code, Code::SectionTooLarge, "{e}");
-    assert!(dst.history.is_empty());
+    assert!(dst.history().is_empty());
 }
 
 // ------------------------------------------------ 5. plugins and describe

@@ -363,7 +363,7 @@ impl TrustStore {
 }
 
 /// Verifies `sig` over `message` with `key`, strictly.
-pub fn verify(key: &VerifyingKey, message: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
+pub(crate) fn verify(key: &VerifyingKey, message: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
     key.verify_strict(message, &Signature::from_bytes(sig)).is_ok()
 }
 

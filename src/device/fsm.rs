@@ -150,7 +150,7 @@ fn supported(flags: u64, s: MigState) -> bool {
 
 /// The next arc from `cur` toward `target` for a device with `flags`, or None
 /// when the kernel would return EINVAL.
-pub fn next_step(flags: u64, cur: MigState, target: MigState) -> Option<MigState> {
+pub(crate) fn next_step(flags: u64, cur: MigState, target: MigState) -> Option<MigState> {
     if !supported(flags, cur) || !supported(flags, target) {
         return None;
     }
@@ -169,7 +169,7 @@ pub fn next_step(flags: u64, cur: MigState, target: MigState) -> Option<MigState
 
 /// The whole sequence of arcs from `cur` to `target` (empty when equal), or None
 /// when the request is invalid.
-pub fn path(flags: u64, cur: MigState, target: MigState) -> Option<Vec<MigState>> {
+pub(crate) fn path(flags: u64, cur: MigState, target: MigState) -> Option<Vec<MigState>> {
     let mut steps = Vec::new();
     let mut at = cur;
     while at != target {

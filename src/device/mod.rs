@@ -12,15 +12,18 @@
 //! the data stream, PRE_COPY reports initial and dirty bytes and a temporary end of
 //! data, and RESUMING to STOP is where the device does its final consistency check.
 
-pub mod file;
-pub mod fsm;
-pub mod sim;
-pub mod spec;
-pub mod vfio;
+mod file;
+pub(crate) mod fsm;
+mod sim;
+mod spec;
+mod vfio;
 
+pub use file::FileDevice;
 pub use fsm::{MigState, FLAG_P2P, FLAG_PRE_COPY, FLAG_STOP_COPY};
 use mdevmig_plugin_api::DeviceInfo;
-pub use spec::{open, DeviceSpec};
+pub use sim::{Faults, SimDevice};
+pub use spec::{open, DeviceSpec, HostOverrides};
+pub use vfio::VfioBackend;
 
 use crate::error::Result;
 

@@ -19,6 +19,7 @@
 
 use mdevmig_plugin_api::sim::SimModel;
 use mdevmig_plugin_api::DeviceInfo;
+#[cfg(test)]
 use sha2::{Digest, Sha256};
 
 use super::fsm::{self, MigState};
@@ -52,17 +53,35 @@ pub struct SimDevice {
     state: MigState,
     model: Box<dyn SimModel>,
     stream: Stream,
-    /// Arcs taken, for tests.
-    pub history: Vec<(MigState, MigState)>,
-    /// Injected faults.
-    pub faults: Faults,
-    /// Resets done, for tests.
-    pub resets: u32,
-    /// Bytes written by the last load (RESUMING), for tests.
-    pub bytes_loaded: u64,
+    history: Vec<(MigState, MigState)>,
+    faults: Faults,
+    resets: u32,
+    bytes_loaded: u64,
 }
 
 impl SimDevice {
+    /// Every arc the device has taken, in order: what a test of a migration's
+    /// state sequence checks.
+    pub fn history(&self) -> &[(MigState, MigState)] {
+        &self.history
+    }
+
+    /// Injects `faults` (they replace any set before): a read, write or arc
+    /// that fails, so that callers' error paths can be exercised.
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
+    }
+
+    /// How many times the device was reset.
+    pub fn resets(&self) -> u32 {
+        self.resets
+    }
+
+    /// Bytes written by the last load (RESUMING).
+    pub fn bytes_loaded(&self) -> u64 {
+        self.bytes_loaded
+    }
+
     /// A device in RUNNING with `flags` (STOP_COPY is always included).
     pub fn new(info: DeviceInfo, flags: u64, model: Box<dyn SimModel>) -> Self {
         SimDevice {
@@ -273,9 +292,10 @@ impl MigrationDevice for SimDevice {
     }
 }
 
+#[cfg(test)]
 /// A trivial deterministic model for tests of the device layer alone: `len`
 /// bytes derived from `seed`, the first `precopy` of them available in PRE_COPY.
-pub struct PatternModel {
+pub(crate) struct PatternModel {
     seed: u64,
     len: u64,
     precopy: u64,
@@ -284,6 +304,7 @@ pub struct PatternModel {
     digest: Option<[u8; 32]>,
 }
 
+#[cfg(test)]
 impl PatternModel {
     /// A model of `len` bytes.
     pub fn new(seed: u64, len: u64, precopy: u64) -> Self {
@@ -304,6 +325,7 @@ impl PatternModel {
     }
 }
 
+#[cfg(test)]
 impl SimModel for PatternModel {
     fn raw_len(&self) -> u64 {
         self.len
@@ -408,7 +430,10 @@ mod tests {
     #[test]
     fn a_failed_arc_leaves_error_and_only_reset_leaves_it() {
         let mut d = dev(0);
-        d.faults.fail_arc_into = Some(MigState::StopCopy);
+        d.set_faults(Faults {
+            fail_arc_into: Some(MigState::StopCopy),
+            ..Faults::default()
+        });
         assert_eq!(
             d.set_state(MigState::StopCopy).unwrap_err().code,
             Code::DeviceTransition

@@ -68,7 +68,7 @@ fn bad(spec: &str, why: impl std::fmt::Display) -> Error {
 }
 
 /// Parses `LO..HI` (or a single `N`).
-pub fn parse_window(s: &str) -> Option<VersionWindow> {
+pub(crate) fn parse_window(s: &str) -> Option<VersionWindow> {
     let (lo, hi) = s.split_once("..").unwrap_or((s, s));
     let (lo, hi) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
     (1 <= lo && lo <= hi).then_some(VersionWindow::new(lo, hi))

@@ -32,6 +32,7 @@ use super::{DataRead, MigrationDevice, PrecopyInfo};
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
 
+// `VFIO_DEVICE_RESET` (`_IO(VFIO_TYPE, VFIO_BASE + 11)`, include/uapi/linux/vfio.h).
 nix::ioctl_none!(vfio_device_reset, b';', 111);
 
 /// A real device.
@@ -44,7 +45,7 @@ pub struct VfioBackend {
 }
 
 /// Resolves a `vfio:` argument to a sysfs device path.
-pub fn sysfs_path(arg: &str) -> PathBuf {
+pub(crate) fn sysfs_path(arg: &str) -> PathBuf {
     if arg.contains('/') {
         PathBuf::from(arg)
     } else {
@@ -53,7 +54,7 @@ pub fn sysfs_path(arg: &str) -> PathBuf {
 }
 
 /// Identifies vendor and device type from sysfs.
-pub fn identify(path: &Path) -> Result<(String, String)> {
+pub(crate) fn identify(path: &Path) -> Result<(String, String)> {
     let ty = std::fs::read_link(path.join("mdev_type"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
