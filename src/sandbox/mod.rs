@@ -3,8 +3,8 @@
 //! separating core functionality vs supportive features", 2011).
 //!
 //! ```text
-//!   broker (parent)                         validator (child: `mdevmig __validate`)
-//!   spawn, stdin/stdout pipes only  ──────► rlimits (memory, CPU, files)
+//!   broker (parent)                         validator (child: `<program> __validate`)
+//!   spawn, stdin/stdout pipes only  ──────► rlimits (memory, CPU, files), no core dumps
 //!                                           PR_SET_NO_NEW_PRIVS + seccomp filter
 //!                                   ◄────── "MDVREADY"
 //!   request: vendor, device, section, data ► plugin.validate_section()
@@ -13,50 +13,64 @@
 //!   request and reading its answer
 //! ```
 //!
-//! A child that crashes (a panicking parser, an allocation past its memory limit, a
-//! forbidden syscall), or does not take its request or answer it before the
-//! deadline (a parser that loops, a child that stops reading), is killed; the
-//! stream is refused with `io.sandbox` and the broker carries on. The request is
-//! written by a thread of its own, so a child that stops reading its stdin blocks
-//! that thread, never the broker, which kills the child at the deadline (the
-//! thread's write then fails and it ends).
+//! Each limit stops its own misbehaviour, and the refusal (always `io.sandbox`)
+//! says which one did, from how the child ended:
+//!
+//! | misbehaviour | stopped by | the refusal says |
+//! | --- | --- | --- |
+//! | allocating without bound | `RLIMIT_AS`: the allocation fails, std aborts | `SIGABRT`, `RLIMIT_AS` |
+//! | computing without end | `RLIMIT_CPU`: the kernel sends `SIGXCPU` (setrlimit(2)) | `SIGXCPU`, `RLIMIT_CPU` |
+//! | a system call or argument outside the policy | seccomp: the kernel kills the process | `SIGSYS`, `seccomp` |
+//! | blocking, or not taking its request or answering it | the deadline: the broker kills it | `did not read its request` or `did not answer within` |
+//! | panicking | std ends the process with exit status 101 | `panicked` |
+//! | answering a code no documentation lists, or a non-vendor one | the broker, which stops it | `undocumented code` |
+//!
+//! The stream is refused and the broker carries on. The request is written by a
+//! thread of its own, so a child that stops reading its stdin blocks that thread,
+//! never the broker, which kills the child at the deadline (the thread's write
+//! then fails and it ends).
 //!
 //! The child keeps only its stdin and stdout pipes and stderr (`/dev/null`): every
 //! other descriptor is closed between fork and exec with `close_range(2)`, whatever
 //! flags it was opened with, so a descriptor some library opened without
-//! close-on-exec cannot reach the parser. Its seccomp policy is the data in
-//! [`policy`] (reads only from stdin, writes only to stdout and stderr, no
-//! executable mappings), and it is limited by `RLIMIT_AS`, `RLIMIT_CPU` and
-//! `RLIMIT_NOFILE`. What runs as the validator is the configured program or this
-//! executable; no environment variable changes it.
+//! close-on-exec cannot reach the parser. Its environment is cleared. Its seccomp
+//! policy and limits are the data and table in `src/sandbox/policy.rs` (reads
+//! only from stdin, writes only to stdout and stderr, no executable mappings, only
+//! the futex operations std uses, signals only to itself). What runs as the
+//! validator is the configured program or this executable; no environment
+//! variable changes it.
 //!
 //! Structured sections (the vendor structures whose parsers hold the bug classes
 //! QEMU's state loaders shipped, CVE-2013-4148 and after) are validated here, and
-//! so are record-structured sections (Xe packets): `records_begin` makes the child hold the plugin's record validator,
-//! each verified chunk goes through `records_feed` before the broker writes it to
-//! the device, and `records_finish` closes the section. Bulk sections' per-chunk
-//! checks (bounds only, in every built-in plugin) stay in the broker so a
-//! framebuffer does not cross a pipe twice. In-process validation is available for VMMs that forbid forking,
-//! chosen explicitly with [`Validation::InProcess`].
+//! so are record-structured sections (Xe packets): `records_begin` makes the child
+//! hold the plugin's record validator, each verified chunk goes through
+//! `records_feed` before the broker writes it to the device, and `records_finish`
+//! closes the section. Bulk sections' per-chunk checks (bounds only, in every
+//! built-in plugin) stay in the broker so a framebuffer does not cross a pipe
+//! twice. In-process validation is available for VMMs that forbid forking, chosen
+//! explicitly with [`Validation::InProcess`].
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use mdevmig_plugin_api::{DeviceInfo, SectionKind, SectionSpec, VendorError};
 
-use crate::error::{Code, Error, Result};
+use crate::error::{Code, Error, Group, Result};
 use crate::plugins::Registry;
 
-pub mod policy;
+mod policy;
 
-/// The hidden subcommand the child runs.
+/// The hidden subcommand the child runs: the first argument [`Sandbox`] starts
+/// the validator program with, which [`child_entry`] recognizes.
 pub const CHILD_ARG: &str = "__validate";
 const READY: &[u8; 8] = b"MDVREADY";
 /// Largest request a child accepts (a structured section is at most a few MiB).
 const MAX_REQUEST: u64 = 64 << 20;
+/// Largest answer the broker reads: a code and a message.
+const MAX_ANSWER: u32 = 1 << 16;
 
 /// Where vendor validation runs.
 #[derive(Debug, Clone)]
@@ -69,6 +83,8 @@ pub enum Validation {
 }
 
 impl Default for Validation {
+    /// A sandbox with [`SandboxConfig::default`]: the running executable as the
+    /// validator.
     fn default() -> Self {
         Validation::Sandbox(SandboxConfig::default())
     }
@@ -85,13 +101,15 @@ pub struct SandboxConfig {
     /// Deadline for each request: writing it to the child and reading its answer
     /// (and for the child's start).
     pub deadline: Duration,
-    /// Address-space limit of the child.
+    /// Address-space limit of the child (`RLIMIT_AS`), in bytes.
     pub memory_limit: u64,
-    /// CPU-time limit of the child, in seconds.
+    /// CPU-time limit of the child (`RLIMIT_CPU`'s soft limit), in seconds.
     pub cpu_limit_secs: u64,
 }
 
 impl Default for SandboxConfig {
+    /// The running executable as the validator, a 10 s deadline, 512 MiB of
+    /// address space and 30 s of CPU time.
     fn default() -> Self {
         SandboxConfig {
             program: None,
@@ -156,28 +174,48 @@ fn close_other_fds(cmd: &mut Command) {
     }
 }
 
-/// An exit status in words, naming what a signal most likely means here.
-fn describe(status: ExitStatus) -> String {
+/// How a child ended, in words naming the limit that most likely ended it;
+/// `killed_here` says whether the broker sent the `SIGKILL`.
+fn describe(status: ExitStatus, killed_here: bool) -> String {
+    use nix::libc::{SIGABRT, SIGBUS, SIGKILL, SIGSEGV, SIGSYS, SIGXCPU};
     use std::os::unix::process::ExitStatusExt;
-    let why = match status.signal() {
-        Some(nix::libc::SIGSYS) => ": a system call or argument outside the seccomp policy",
-        Some(nix::libc::SIGXCPU) => ": past its CPU-time limit",
-        Some(nix::libc::SIGKILL) => ": killed",
-        Some(nix::libc::SIGABRT | nix::libc::SIGSEGV | nix::libc::SIGBUS) => ": crashed",
-        _ => "",
+    let why = match (status.signal(), status.code()) {
+        (Some(SIGKILL), _) if killed_here => "killed by the broker",
+        (Some(SIGKILL), _) => {
+            "killed by the kernel: past its hard CPU-time limit (RLIMIT_CPU), or by the out-of-memory killer"
+        }
+        (Some(SIGXCPU), _) => "stopped by its CPU-time limit (RLIMIT_CPU)",
+        (Some(SIGSYS), _) => "killed by seccomp: a system call or argument outside its policy",
+        (Some(SIGABRT), _) => {
+            "aborted: an allocation failed under its memory limit (RLIMIT_AS), or its stack overflowed"
+        }
+        (Some(SIGSEGV | SIGBUS), _) => "crashed",
+        // std's exit status for a panic that leaves main.
+        (None, Some(101)) => "panicked",
+        _ => return status.to_string(),
     };
-    format!("{status}{why}")
+    format!("{status}: {why}")
 }
 
 fn failed(msg: impl std::fmt::Display) -> Error {
     Error::new(Code::SandboxFailed, format!("validation sandbox: {msg}"))
 }
 
+/// The refusal for a child whose pipe broke or closed: how it ended.
+fn died(status: &str, e: &std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe => {
+            failed(format!("the validator died ({status})"))
+        }
+        _ => failed(format!("the validator died ({status}; {e})")),
+    }
+}
+
 fn read_answer(out: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut head = [0u8; 5];
     out.read_exact(&mut head)?;
     let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
-    if len > 1 << 16 {
+    if len > MAX_ANSWER {
         return Err(std::io::Error::other("answer too long"));
     }
     let mut body = vec![0u8; len as usize];
@@ -187,6 +225,94 @@ fn read_answer(out: &mut impl Read) -> std::io::Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Starts `program` as a validator child with `cfg`'s limits, its stdin and
+/// stdout piped, stderr to `/dev/null`, no environment and no other descriptor.
+fn spawn(program: &Path, cfg: &SandboxConfig) -> Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.arg(CHILD_ARG)
+        .arg(cfg.memory_limit.to_string())
+        .arg(cfg.cpu_limit_secs.to_string())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    close_other_fds(&mut cmd);
+    cmd.spawn()
+        .map_err(|e| failed(format!("starting {}: {e}", program.display())))
+}
+
+/// The thread that writes requests to the child: it ends when the [`Sandbox`]
+/// drops its sender (closing the child's stdin) or a write fails (the child
+/// died or was killed).
+fn writer(mut stdin: ChildStdin) -> (Sender<Vec<u8>>, Receiver<std::io::Result<()>>) {
+    let (req_tx, req_rx) = channel::<Vec<u8>>();
+    let (done_tx, done_rx) = channel();
+    std::thread::spawn(move || {
+        for req in req_rx {
+            let r = stdin.write_all(&req).and_then(|()| stdin.flush());
+            let stop = r.is_err();
+            if done_tx.send(r).is_err() || stop {
+                return;
+            }
+        }
+    });
+    (req_tx, done_rx)
+}
+
+/// The thread that reads the child's ready mark (sent as an empty answer), then
+/// its answers, until one fails.
+fn reader(mut stdout: ChildStdout) -> Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut ready = [0u8; 8];
+        let r = stdout.read_exact(&mut ready).and_then(|()| {
+            if &ready == READY {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a validator"))
+            }
+        });
+        if tx.send(r.map(|()| Vec::new())).is_err() {
+            return;
+        }
+        loop {
+            let a = read_answer(&mut stdout);
+            let stop = a.is_err();
+            if tx.send(a).is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The code of a validator's refusal: a documented vendor code, the broker's own
+/// (`vendor.framing`) or a built-in plugin's (`spec/errors.md` lists both).
+/// `None` for anything else: a code no documentation lists, or one outside the
+/// vendor group, since a validator judges vendor content, not authenticity,
+/// compatibility or the broker's own failures.
+fn refusal_code(code: &str) -> Option<Code> {
+    if let Some(c) = Code::from_str_code(code) {
+        return (c.group() == Group::Vendor).then_some(c);
+    }
+    crate::plugins::all_error_codes()
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(c, _)| Code::Vendor(c))
+}
+
+/// One request on the wire: the JSON header's length, the header, the data's
+/// length and the data.
+fn encode_request(request: &Request, data: &[u8]) -> Result<Vec<u8>> {
+    let meta = serde_json::to_string(request).map_err(|e| failed(format!("encoding a request: {e}")))?;
+    let mut req = Vec::with_capacity(meta.len().saturating_add(data.len()).saturating_add(12));
+    req.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    req.extend_from_slice(meta.as_bytes());
+    req.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    req.extend_from_slice(data);
+    Ok(req)
+}
+
 impl Sandbox {
     /// Starts a child and waits for it to report that it is sandboxed.
     pub fn start(cfg: &SandboxConfig) -> Result<Self> {
@@ -194,67 +320,23 @@ impl Sandbox {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|e| failed(format!("current executable: {e}")))?,
         };
-        let mut cmd = Command::new(&program);
-        cmd.arg(CHILD_ARG)
-            .arg(cfg.memory_limit.to_string())
-            .arg(cfg.cpu_limit_secs.to_string())
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        close_other_fds(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| failed(format!("starting {}: {e}", program.display())))?;
+        let mut child = spawn(&program, cfg)?;
         let until = Instant::now() + cfg.deadline;
-        let mut stdin = child.stdin.take().ok_or_else(|| failed("no stdin"))?;
-        let mut stdout = child.stdout.take().ok_or_else(|| failed("no stdout"))?;
-        let (req_tx, req_rx) = channel::<Vec<u8>>();
-        let (done_tx, done_rx) = channel();
-        std::thread::spawn(move || {
-            // Ends when the Sandbox drops its sender (closing the child's stdin) or a
-            // write fails (the child died or was killed).
-            for req in req_rx {
-                let r = stdin.write_all(&req).and_then(|()| stdin.flush());
-                let stop = r.is_err();
-                if done_tx.send(r).is_err() || stop {
-                    return;
-                }
-            }
-        });
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut ready = [0u8; 8];
-            let r = stdout.read_exact(&mut ready).and_then(|()| {
-                if &ready == READY {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other("not a validator"))
-                }
-            });
-            if tx.send(r.map(|()| Vec::new())).is_err() {
-                return;
-            }
-            loop {
-                let a = read_answer(&mut stdout);
-                let stop = a.is_err();
-                if tx.send(a).is_err() || stop {
-                    return;
-                }
-            }
-        });
+        let stdin = child.stdin.take().ok_or_else(|| failed("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| failed("no stdout"))?;
+        let (requests, written) = writer(stdin);
         let mut s = Sandbox {
             child,
-            requests: Some(req_tx),
-            written: done_rx,
-            answers: rx,
+            requests: Some(requests),
+            written,
+            answers: reader(stdout),
             deadline: cfg.deadline,
         };
         s.answer(until).map_err(|e| {
+            let why = e.message.trim_start_matches("validation sandbox: ");
             failed(format!(
-                "{} did not start as a validator: {}",
-                program.display(),
-                e.message
+                "{} did not start as a validator: {why}",
+                program.display()
             ))
         })?;
         Ok(s)
@@ -274,7 +356,7 @@ impl Sandbox {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 let status = self.reap(EXIT_GRACE);
-                Err(failed(format!("the validator died ({e}; {status})")))
+                Err(died(&status, &e))
             }
             Err(_) => {
                 let status = self.reap(Duration::ZERO);
@@ -294,7 +376,7 @@ impl Sandbox {
             Ok(Ok(a)) => Ok(a),
             Ok(Err(e)) => {
                 let status = self.reap(EXIT_GRACE);
-                Err(failed(format!("the validator died ({e}; {status})")))
+                Err(died(&status, &e))
             }
             Err(_) => {
                 let status = self.reap(Duration::ZERO);
@@ -306,19 +388,19 @@ impl Sandbox {
         }
     }
 
-    /// Closes the child's stdin and collects its exit status, killing it if it
-    /// has not exited within `grace`.
+    /// Closes the child's stdin and says how it ended, killing it if it has not
+    /// exited within `grace`.
     fn reap(&mut self, grace: Duration) -> String {
         self.requests.take();
         let end = Instant::now() + grace;
         loop {
             match self.child.try_wait() {
-                Ok(Some(s)) => return describe(s),
+                Ok(Some(s)) => return describe(s, false),
                 Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(2)),
                 Ok(None) => {
                     let _ = self.child.kill();
                     return match self.child.wait() {
-                        Ok(s) => describe(s),
+                        Ok(s) => describe(s, true),
                         Err(e) => e.to_string(),
                     };
                 }
@@ -351,31 +433,38 @@ impl Sandbox {
 
     /// One request and its answer, within one deadline.
     fn request(&mut self, request: &Request, data: &[u8]) -> Result<()> {
-        let meta = serde_json::to_string(request).map_err(|e| failed(format!("encoding a request: {e}")))?;
-        let mut req = Vec::with_capacity(meta.len().saturating_add(data.len()).saturating_add(12));
-        req.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        req.extend_from_slice(meta.as_bytes());
-        req.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        req.extend_from_slice(data);
+        let req = encode_request(request, data)?;
         let until = Instant::now() + self.deadline;
         self.send(req, until)?;
         let a = self.answer(until)?;
-        match a.split_first() {
-            Some((0, _)) => Ok(()),
+        self.judge(&a)
+    }
+
+    /// What an answer means: success, or a refusal with a documented vendor
+    /// code. Any other answer is the validator misbehaving: it is stopped, and
+    /// the section refused with `io.sandbox`.
+    fn judge(&mut self, answer: &[u8]) -> Result<()> {
+        let refusal = match answer.split_first() {
+            Some((0, _)) => return Ok(()),
             Some((1, body)) => {
-                let Refusal { code, message } =
-                    serde_json::from_slice(body).map_err(|e| failed(format!("bad answer: {e}")))?;
-                let code = code.as_str();
-                // Only codes a built-in plugin defines come back as vendor codes.
-                match crate::plugins::all_error_codes().iter().find(|(c, _)| *c == code) {
-                    Some((c, _)) => Err(Error::new(Code::Vendor(c), message)),
-                    None => Err(failed(format!(
-                        "the validator answered an unknown code {code:?}: {message}"
-                    ))),
-                }
+                serde_json::from_slice::<Refusal>(body).map_err(|e| format!("a malformed refusal: {e}"))
             }
-            _ => Err(failed("malformed answer")),
-        }
+            _ => Err("a malformed answer".to_owned()),
+        };
+        let why = match refusal {
+            Ok(Refusal { code, message }) => match refusal_code(&code) {
+                Some(c) => return Err(Error::new(c, message)),
+                None if Code::from_str_code(&code).is_some() => {
+                    format!("{code:?}, a documented code but not a vendor's ({message})")
+                }
+                None => format!("an undocumented code {code:?} ({message})"),
+            },
+            Err(why) => why,
+        };
+        let status = self.reap(Duration::ZERO);
+        Err(failed(format!(
+            "the validator answered {why} and was stopped ({status})"
+        )))
     }
 }
 
@@ -529,41 +618,55 @@ pub fn child_main(registry: &Registry, memory_limit: u64, cpu_limit_secs: u64) -
             Ok(None) => return 0,
             Err(_) => return 1,
         };
-        let result = match meta {
-            Request::Section(t) => {
-                plugin_for(registry, &t).and_then(|p| p.validate_section(&t.device(), &t.spec(), &data))
-            }
-            Request::RecordsBegin(t) => plugin_for(registry, &t).and_then(|p| {
-                records = Some(p.record_validator(&t.device(), &t.spec())?);
-                Ok(())
-            }),
-            Request::RecordsFeed => match records.as_mut() {
-                Some(r) => r.feed(&data),
-                None => Err(no_records()),
-            },
-            Request::RecordsFinish => match records.take() {
-                Some(mut r) => r.finish(),
-                None => Err(no_records()),
-            },
-        };
-        let (status, body) = match result {
-            Ok(()) => (0u8, Vec::new()),
-            Err(e) => (
-                1u8,
-                serde_json::to_vec(&Refusal {
-                    code: e.code.to_string(),
-                    message: e.message,
-                })
-                .unwrap_or_default(),
-            ),
-        };
-        let mut a = vec![status];
-        a.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        a.extend_from_slice(&body);
-        if stdout.write_all(&a).and_then(|()| stdout.flush()).is_err() {
+        let answer = encode_answer(serve(registry, &mut records, meta, &data));
+        if stdout.write_all(&answer).and_then(|()| stdout.flush()).is_err() {
             return 1;
         }
     }
+}
+
+/// One request, in the child.
+fn serve(
+    registry: &Registry,
+    records: &mut Option<Box<dyn mdevmig_plugin_api::RecordValidator>>,
+    request: Request,
+    data: &[u8],
+) -> std::result::Result<(), VendorError> {
+    match request {
+        Request::Section(t) => plugin_for(registry, &t)?.validate_section(&t.device(), &t.spec(), data),
+        Request::RecordsBegin(t) => {
+            *records = Some(plugin_for(registry, &t)?.record_validator(&t.device(), &t.spec())?);
+            Ok(())
+        }
+        Request::RecordsFeed => match records.as_mut() {
+            Some(r) => r.feed(data),
+            None => Err(no_records()),
+        },
+        Request::RecordsFinish => match records.take() {
+            Some(mut r) => r.finish(),
+            None => Err(no_records()),
+        },
+    }
+}
+
+/// An answer on the wire: status 0 (valid) or 1 (refused), the body's length,
+/// and the body (a [`Refusal`] in JSON, or nothing).
+fn encode_answer(result: std::result::Result<(), VendorError>) -> Vec<u8> {
+    let (status, body) = match result {
+        Ok(()) => (0u8, Vec::new()),
+        Err(e) => (
+            1u8,
+            serde_json::to_vec(&Refusal {
+                code: e.code.to_string(),
+                message: e.message,
+            })
+            .unwrap_or_default(),
+        ),
+    };
+    let mut a = vec![status];
+    a.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    a.extend_from_slice(&body);
+    a
 }
 
 fn read_request(r: &mut impl Read) -> std::io::Result<Option<(Request, Vec<u8>)>> {
@@ -619,6 +722,48 @@ mod tests {
             "name": "mtty.state", "version": 1, "required": true, "capability": null,
             "max_len": 96, "kind": "structured", "streamed": false,
         })
+    }
+
+    #[test]
+    fn only_documented_vendor_codes_come_back_from_the_child() {
+        assert_eq!(
+            refusal_code("vendor.mtty.bad_magic"),
+            Some(Code::Vendor("vendor.mtty.bad_magic"))
+        );
+        assert_eq!(refusal_code("vendor.framing"), Some(Code::Framing));
+        // The codes the child answers by itself are documented plugin-API codes.
+        for own in [no_records().code, "vendor.no_plugin"] {
+            assert_eq!(refusal_code(own), Some(Code::Vendor(own)), "{own}");
+        }
+        for (c, _) in crate::plugins::all_error_codes() {
+            assert!(refusal_code(c).is_some(), "{c}");
+        }
+        // Undocumented, or documented but not the validator's to give.
+        for bad in [
+            "vendor.mtty.made_up",
+            "vendor.",
+            "",
+            "auth.untrusted_key",
+            "compat.version_too_new",
+            "io.sandbox",
+            "internal.error",
+        ] {
+            assert_eq!(refusal_code(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn how_a_child_ended_names_its_limit() {
+        use nix::libc;
+        use std::os::unix::process::ExitStatusExt;
+        let signal = |s: i32, here: bool| describe(ExitStatus::from_raw(s), here);
+        assert!(signal(libc::SIGXCPU, false).contains("RLIMIT_CPU"));
+        assert!(signal(libc::SIGSYS, false).contains("seccomp"));
+        assert!(signal(libc::SIGABRT, false).contains("RLIMIT_AS"));
+        assert!(signal(libc::SIGKILL, true).contains("killed by the broker"));
+        assert!(signal(libc::SIGKILL, false).contains("by the kernel"));
+        assert!(describe(ExitStatus::from_raw(101 << 8), false).contains("panicked"));
+        assert_eq!(describe(ExitStatus::from_raw(1 << 8), false), "exit status: 1");
     }
 
     #[test]
