@@ -212,7 +212,21 @@ fn header_json(h: &Header) -> serde_json::Value {
         "session_bound": h.session_bound(),
         "session_nonce": if h.session_bound() { json!(mdevmig::auth::hex(&h.session_nonce)) } else { json!(null) },
         "stream_id": mdevmig::auth::hex(&h.stream_id),
-        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "streamed": s.streamed(), "length": s.length})).collect::<Vec<_>>(),
+        "sections": sections_json(h),
         "total_len": h.total_len().ok(),
     })
+}
+
+/// A header's section table as JSON, the same in every report that shows one
+/// (`inspect`, `save`): `[{name, version, required, streamed, length}]`.
+pub(super) fn sections_json(h: &Header) -> serde_json::Value {
+    h.sections
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name, "version": s.version, "required": s.required(),
+                "streamed": s.streamed(), "length": s.length,
+            })
+        })
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! `save`, `restore` and the progress display.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -143,8 +144,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         if !plan.verdict.compatible && !plan.convertible {
             let e = plan
                 .verdict
-                .into_result()
-                .err()
+                .error()
                 .unwrap_or_else(|| Error::new(Code::Internal, "incompatible"));
             return Err(Error::new(
                 e.code,
@@ -183,7 +183,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let value = json!({
         "vendor": h.vendor, "device_type": h.device_type,
         "state_version": h.state_version, "min_version": h.min_version,
-        "sections": h.sections.iter().map(|s| json!({"name": s.name, "version": s.version, "required": s.required(), "streamed": s.streamed(), "length": s.length})).collect::<Vec<_>>(),
+        "sections": super::inspect::sections_json(h),
         "total_len": report.data_bytes, "raw_bytes": report.raw_bytes, "estimated_bytes": total, "precopy_bytes": report.precopy_bytes,
         "key_id": h.key_id.to_string(), "session_bound": h.session_bound(),
         "state_digest": report.state_digest.map(|d| hex(&d)),
@@ -248,13 +248,7 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     );
     let report = broker::restore(&mut *dev, &registry, &trust, src, &opts)?;
     let h = &report.header;
-    let skipped: Vec<&str> = report
-        .verdict
-        .sections
-        .iter()
-        .filter(|s| s.action == mdevmig::compat::Action::Skip)
-        .map(|s| s.name.as_str())
-        .collect();
+    let skipped: Vec<&str> = report.verdict.skipped().collect();
     let mut text = format!(
         "restored {} {} state v{}: {} bytes written, device left in {}{}\n",
         h.vendor,
@@ -287,6 +281,22 @@ pub fn restore(a: RestoreArgs<'_>, out: Out) -> Result<()> {
     Ok(())
 }
 
+/// Words separated by spaces, or `-` when there are none: how text reports show
+/// a configuration or a set of capabilities.
+pub fn words_or_dash<T: std::fmt::Display>(words: impl IntoIterator<Item = T>) -> String {
+    let words: Vec<String> = words.into_iter().map(|w| w.to_string()).collect();
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// Configuration attributes as `key=value` words (see [`words_or_dash`]).
+pub fn attributes_text(attributes: &BTreeMap<String, String>) -> String {
+    words_or_dash(attributes.iter().map(|(k, v)| format!("{k}={v}")))
+}
+
 /// What every report says of a vendor moved without a plugin.
 pub fn opaque_warning(vendor: &str) -> String {
     format!(
@@ -302,10 +312,7 @@ pub fn describe(device: &str, allow_opaque: &[String], out: Out) -> Result<()> {
     let registry = Registry::builtin().allow_opaque(allow_opaque);
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
     let d = descriptor::describe(&*dev, &registry, host.versions)?;
-    let w = |w: Option<descriptor::Window>| {
-        w.map(|w| format!("{}..{}", w.oldest, w.newest))
-            .unwrap_or("none".into())
-    };
+    let w = |w: Option<descriptor::Window>| w.map_or("none".into(), |w| w.to_string());
     let mut t = format!(
         "{} {} ({} backend, plugin {} {}, mdevmig {})\n  migration flags: {}\n  produces state versions {}, loads {}\n",
         d.vendor,
@@ -321,23 +328,10 @@ pub fn describe(device: &str, allow_opaque: &[String], out: Out) -> Result<()> {
     if d.opaque {
         t.push_str(&format!("  {}\n", opaque_warning(&d.vendor)));
     }
-    let attrs: Vec<String> = d.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    t.push_str(&format!(
-        "  configuration: {}\n",
-        if attrs.is_empty() {
-            "-".into()
-        } else {
-            attrs.join(" ")
-        }
-    ));
-    let caps: Vec<&str> = d.capabilities.iter().map(String::as_str).collect();
+    t.push_str(&format!("  configuration: {}\n", attributes_text(&d.attributes)));
     t.push_str(&format!(
         "  host capabilities: {}\n",
-        if caps.is_empty() {
-            "-".into()
-        } else {
-            caps.join(" ")
-        }
+        words_or_dash(&d.capabilities)
     ));
     for (v, vd) in &d.versions {
         t.push_str(&format!("  state v{v} (min v{}):\n", vd.min_version));
@@ -402,7 +396,7 @@ pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::resu
             "  section {:<22} {:<5}{}\n",
             s.name,
             format!("{:?}", s.action).to_lowercase(),
-            s.reason.as_ref().map(|x| format!("  ({x})")).unwrap_or_default()
+            s.reason().map(|x| format!("  ({x})")).unwrap_or_default()
         ));
     }
     for reason in &r.verdict.reasons {
@@ -410,28 +404,10 @@ pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::resu
     }
     let value = serde_json::to_value(&r).map_err(|e| Error::new(Code::Internal, e.to_string()))?;
     out.ok(&t, value);
-    if r.verdict.compatible {
-        Ok(())
-    } else {
-        let first = r
-            .verdict
-            .reasons
-            .first()
-            .map(|x| x.code)
-            .unwrap_or("compat.version_too_new");
-        let code = Code::from_str_code(first).unwrap_or(Code::Internal);
-        // The verdict is already on stdout; the error line repeats the first reason.
-        Err(super::Fail::reported(
-            Error::new(
-                code,
-                r.verdict
-                    .reasons
-                    .first()
-                    .map(|x| x.message.clone())
-                    .unwrap_or_default(),
-            ),
-            out.json,
-        ))
+    // The verdict is already on stdout; the error line repeats the first reason.
+    match r.verdict.error() {
+        None => Ok(()),
+        Some(e) => Err(super::Fail::reported(e, out.json)),
     }
 }
 

@@ -9,12 +9,38 @@
 
 use std::collections::BTreeMap;
 
-use mdevmig_plugin_api::{DeviceInfo, VendorPlugin, VersionWindow};
-use serde_json::{json, Value};
+use mdevmig_plugin_api::{DeviceInfo, VendorPlugin};
+use serde::Serialize;
+use serde_json::json;
 
+use super::migrate::attributes_text;
 use super::output::Out;
+use mdevmig::compat::descriptor::Window;
 use mdevmig::error::Result;
 use mdevmig::plugins::Registry;
+
+/// One device type of a plugin, as `plugins --json` prints it.
+#[derive(Serialize)]
+struct TypeReport {
+    name: &'static str,
+    attributes: BTreeMap<String, String>,
+    produce: Option<Window>,
+    load: Option<Window>,
+    stream: &'static str,
+    sim: Option<String>,
+}
+
+/// One plugin, as `plugins --json` prints it.
+#[derive(Serialize)]
+struct PluginReport<'a> {
+    vendor: &'a str,
+    plugin_version: &'static str,
+    device_types: Vec<TypeReport>,
+    produce: Option<Window>,
+    load: Option<Window>,
+    stream: &'static str,
+    simulated: bool,
+}
 
 /// The shape of a plugin's state for one device type at its newest version.
 fn shape(p: &dyn VendorPlugin, device_type: &str, attributes: &BTreeMap<String, String>) -> &'static str {
@@ -33,87 +59,66 @@ fn shape(p: &dyn VendorPlugin, device_type: &str, attributes: &BTreeMap<String, 
     }
 }
 
-fn window(w: Option<VersionWindow>) -> Value {
-    w.map_or(Value::Null, |w| json!({"oldest": w.oldest, "newest": w.newest}))
-}
-
-/// One plugin as JSON.
-fn plugin_json(registry: &Registry, p: &dyn VendorPlugin) -> Value {
+/// One plugin's report.
+fn plugin_report<'a>(registry: &Registry, p: &'a dyn VendorPlugin) -> PluginReport<'a> {
     let simulated = registry.sim(p.vendor()).is_some();
-    let types: Vec<Value> = p
+    let types: Vec<TypeReport> = p
         .device_types()
         .iter()
-        .map(|t| {
+        .map(|&t| {
             let attributes = p.configure(t, &BTreeMap::new()).unwrap_or_default();
-            json!({
-                "name": t,
-                "attributes": attributes,
-                "produce": window(p.produces(t)),
-                "load": window(p.loads(t)),
-                "stream": shape(p, t, &attributes),
-                "sim": if simulated { json!(format!("sim:{}/{t}", p.vendor())) } else { Value::Null },
-            })
+            TypeReport {
+                name: t,
+                produce: p.produces(t).map(Window::from),
+                load: p.loads(t).map(Window::from),
+                stream: shape(p, t, &attributes),
+                sim: simulated.then(|| format!("sim:{}/{t}", p.vendor())),
+                attributes,
+            }
         })
         .collect();
     // The plugin-wide figures summarise its types (they agree in every built-in
     // plugin; the per-type entries are exact).
     let first = p.device_types().first().copied().unwrap_or_default();
-    let streamed = types.iter().any(|t| t["stream"] == "streamed");
-    json!({
-        "vendor": p.vendor(),
-        "plugin_version": p.plugin_version(),
-        "device_types": types,
-        "produce": window(p.produces(first)),
-        "load": window(p.loads(first)),
-        "stream": if streamed { "streamed" } else { "exact" },
-        "simulated": simulated,
-    })
+    let streamed = types.iter().any(|t| t.stream == "streamed");
+    PluginReport {
+        vendor: p.vendor(),
+        plugin_version: p.plugin_version(),
+        device_types: types,
+        produce: p.produces(first).map(Window::from),
+        load: p.loads(first).map(Window::from),
+        stream: if streamed { "streamed" } else { "exact" },
+        simulated,
+    }
+}
+
+/// A plugin's lines of `mdevmig plugins` text.
+fn plugin_text(p: &PluginReport<'_>) -> String {
+    let w = |w: Option<Window>| w.map_or("none".into(), |w| w.to_string());
+    let mut text = format!(
+        "{} (plugin {}): {} state, produces {}, loads {}{}\n",
+        p.vendor,
+        p.plugin_version,
+        p.stream,
+        w(p.produce),
+        w(p.load),
+        if p.simulated {
+            ", simulated as sim:<vendor>/<type>"
+        } else {
+            ""
+        },
+    );
+    for t in &p.device_types {
+        text.push_str(&format!("  {:<16} {}\n", t.name, attributes_text(&t.attributes)));
+    }
+    text
 }
 
 /// Runs `mdevmig plugins`.
 pub fn run(out: Out) -> Result<()> {
     let registry = Registry::builtin();
-    let plugins: Vec<Value> = registry.iter().map(|p| plugin_json(&registry, p)).collect();
-    let mut text = String::new();
-    for p in &plugins {
-        let w = |v: &Value| {
-            if v.is_null() {
-                "none".to_string()
-            } else {
-                format!("{}..{}", v["oldest"], v["newest"])
-            }
-        };
-        text.push_str(&format!(
-            "{} (plugin {}): {} state, produces {}, loads {}{}\n",
-            p["vendor"].as_str().unwrap_or_default(),
-            p["plugin_version"].as_str().unwrap_or_default(),
-            p["stream"].as_str().unwrap_or_default(),
-            w(&p["produce"]),
-            w(&p["load"]),
-            if p["simulated"] == true {
-                ", simulated as sim:<vendor>/<type>"
-            } else {
-                ""
-            },
-        ));
-        for t in p["device_types"].as_array().into_iter().flatten() {
-            let attrs: Vec<String> = t["attributes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect();
-            text.push_str(&format!(
-                "  {:<16} {}\n",
-                t["name"].as_str().unwrap_or_default(),
-                if attrs.is_empty() {
-                    "-".into()
-                } else {
-                    attrs.join(" ")
-                }
-            ));
-        }
-    }
+    let plugins: Vec<PluginReport<'_>> = registry.iter().map(|p| plugin_report(&registry, p)).collect();
+    let text: String = plugins.iter().map(plugin_text).collect();
     out.ok(&text, json!({ "plugins": plugins }));
     Ok(())
 }

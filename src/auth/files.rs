@@ -23,7 +23,7 @@
 //!   `--insecure-trust-store` skips).
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -106,24 +106,14 @@ fn regular(f: File, path: &Path) -> Result<(File, Metadata)> {
 /// Reads an opened key file, refusing one above [`MAX_KEY_FILE`] before reading it
 /// (and one that grows past it while read).
 pub(super) fn read_capped(f: File, meta: &Metadata, path: &Path) -> Result<String> {
-    let too_large = || {
-        Error::new(
-            Code::InputTooLarge,
-            format!("{}: key file larger than {MAX_KEY_FILE} bytes", path.display()),
-        )
-    };
+    let too_large = format!("key file larger than {MAX_KEY_FILE} bytes");
     if meta.len() > MAX_KEY_FILE {
-        return Err(too_large());
+        return Err(Error::new(
+            Code::InputTooLarge,
+            format!("{}: {too_large}", path.display()),
+        ));
     }
-    let mut s = String::new();
-    let n = f
-        .take(MAX_KEY_FILE.saturating_add(1))
-        .read_to_string(&mut s)
-        .map_err(|e| Error::new(Code::BadKeyFile, format!("{}: {e}", path.display())))?;
-    if u64::try_from(n).map_or(true, |n| n > MAX_KEY_FILE) {
-        return Err(too_large());
-    }
-    Ok(s)
+    crate::compat::descriptor::read_capped(f, MAX_KEY_FILE, path.display(), &too_large, Code::BadKeyFile)
 }
 
 /// Why a file or directory with this owner and mode must not be trusted, if it

@@ -7,6 +7,8 @@
 //! algorithm; `spec/descriptor.schema.json` is its JSON Schema.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 use mdevmig_plugin_api::{
@@ -14,7 +16,7 @@ use mdevmig_plugin_api::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{evaluate, Action, Policy, Reason, StateClaim, StateSection, Verdict};
+use super::{evaluate, Policy, Reason, StateClaim, StateSection, Verdict};
 use crate::device::{flag_names, MigrationDevice};
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
@@ -45,9 +47,17 @@ impl From<VersionWindow> for Window {
 }
 
 impl Window {
+    /// The window, if it is not empty and starts at version 1 or later.
     fn window(self) -> Option<VersionWindow> {
         (1 <= self.oldest && self.oldest <= self.newest)
             .then_some(VersionWindow::new(self.oldest, self.newest))
+    }
+}
+
+/// `oldest..newest`, as [`VersionWindow`] shows itself.
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.oldest, self.newest)
     }
 }
 
@@ -79,13 +89,53 @@ impl From<&SectionSpec> for SectionDesc {
             version: s.version,
             required: s.required,
             capability: s.capability.clone(),
-            kind: match s.kind {
-                SectionKind::Structured => "structured".into(),
-                SectionKind::Bulk => "bulk".into(),
-                SectionKind::Records => "records".into(),
-            },
+            kind: kind_name(s.kind).into(),
             streamed: s.streamed,
         }
+    }
+}
+
+impl SectionDesc {
+    /// The section as a state carries it.
+    fn state_section(&self) -> StateSection {
+        StateSection {
+            name: self.name.clone(),
+            version: self.version,
+            required: self.required,
+        }
+    }
+
+    /// The section as a plugin describes it, unbounded (a descriptor carries no
+    /// length bound).
+    fn spec(&self) -> SectionSpec {
+        SectionSpec {
+            name: self.name.clone(),
+            version: self.version,
+            required: self.required,
+            capability: self.capability.clone(),
+            max_len: u64::MAX,
+            kind: parse_kind(&self.kind).unwrap_or(SectionKind::Structured),
+            streamed: self.streamed,
+        }
+    }
+}
+
+/// A section kind's name in a descriptor.
+fn kind_name(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Structured => "structured",
+        SectionKind::Bulk => "bulk",
+        SectionKind::Records => "records",
+    }
+}
+
+/// The section kind a descriptor names; `None` for a name that is not one.
+fn parse_kind(name: &str) -> Option<SectionKind> {
+    match name {
+        "structured" => Some(SectionKind::Structured),
+        "bulk" => Some(SectionKind::Bulk),
+        "records" => Some(SectionKind::Records),
+        _ => None,
     }
 }
 
@@ -137,24 +187,21 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    /// Reads a descriptor from a file or `-` (stdin), through a size cap.
+    /// Reads a descriptor from a file or `-` (stdin), through a size cap
+    /// ([`MAX_DESCRIPTOR`], `limit.input_too_large`).
     pub fn load(path: &str) -> Result<Self> {
-        use std::io::Read;
-        let mut text = String::new();
         let src: Box<dyn Read> = if path == "-" {
             Box::new(std::io::stdin())
         } else {
             Box::new(std::fs::File::open(path).map_err(|e| Error::io(Code::IoOpen, path, &e))?)
         };
-        src.take(MAX_DESCRIPTOR + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::new(Code::BadDescriptor, format!("{path}: {e}")))?;
-        if text.len() as u64 > MAX_DESCRIPTOR {
-            return Err(Error::new(
-                Code::InputTooLarge,
-                format!("{path}: descriptor larger than 1 MiB"),
-            ));
-        }
+        let text = read_capped(
+            src,
+            MAX_DESCRIPTOR,
+            path,
+            "descriptor larger than 1 MiB",
+            Code::BadDescriptor,
+        )?;
         Self::parse(&text).map_err(|e| Error::new(e.code, format!("{path}: {}", e.message)))
     }
 
@@ -216,7 +263,7 @@ impl Descriptor {
             if let Some(c) = &s.capability {
                 crate::codec::check_name("capability", c.as_bytes(), MAX_SECTION_NAME_LEN).map_err(bad)?;
             }
-            if !matches!(s.kind.as_str(), "structured" | "bulk" | "records") {
+            if parse_kind(&s.kind).is_none() {
                 return Err(Error::new(
                     Code::BadDescriptor,
                     format!("section {}: kind is not structured, bulk or records", s.name),
@@ -259,6 +306,42 @@ impl Descriptor {
     fn version(&self, v: u32) -> Option<&VersionDesc> {
         self.versions.get(&v.to_string())
     }
+
+    /// The claim of a state of version `v` with minimum `min_version` and
+    /// `sections`, from the device this descriptor describes.
+    fn claim(&self, v: u32, min_version: u32, sections: Vec<StateSection>) -> StateClaim {
+        StateClaim {
+            vendor: self.vendor.clone(),
+            device_type: self.device_type.clone(),
+            state_version: v,
+            min_version,
+            attributes: self.attributes.clone(),
+            sections,
+        }
+    }
+}
+
+/// Reads `src` as UTF-8 text of at most `cap` bytes: the one capped read of the
+/// files mdevmig parses whole (descriptors, policies, key files). It stops one byte
+/// past the cap, so a huge or endless input costs no more than the cap:
+/// `limit.input_too_large` ("`name`: `too_large`") past it, `read_error` when
+/// reading fails or the text is not UTF-8.
+pub(crate) fn read_capped(
+    src: impl Read,
+    cap: u64,
+    name: impl fmt::Display,
+    too_large: &str,
+    read_error: Code,
+) -> Result<String> {
+    let mut text = String::new();
+    let n = src
+        .take(cap.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(read_error, &name, &e))?;
+    if u64::try_from(n).map_or(true, |n| n > cap) {
+        return Err(Error::new(Code::InputTooLarge, format!("{name}: {too_large}")));
+    }
+    Ok(text)
 }
 
 /// The minimum version a state of `target` declares: the oldest loader version
@@ -371,6 +454,11 @@ pub struct CheckResult {
     pub convertible: bool,
 }
 
+/// A reason the source cannot emit the state version asked for.
+fn cannot_convert(message: String) -> Reason {
+    Reason::new(Code::CannotConvert, message)
+}
+
 /// The claim a source would make at version `v`, converting from its native version
 /// through the plugin when needed. Errors when the plugin cannot convert.
 fn claim_at(
@@ -378,74 +466,69 @@ fn claim_at(
     plugin: &dyn VendorPlugin,
     v: u32,
 ) -> std::result::Result<StateClaim, Reason> {
-    let produce = source.produce.and_then(Window::window).ok_or_else(|| Reason {
-        code: Code::CannotConvert.as_str(),
-        message: format!("the source's plugin produces no {} state", source.vendor),
-    })?;
+    let produce = source
+        .produce
+        .and_then(Window::window)
+        .ok_or_else(|| cannot_convert(format!("the source's plugin produces no {} state", source.vendor)))?;
     let native = produce.newest;
-    let vd = source.version(v).ok_or_else(|| Reason {
-        code: Code::CannotConvert.as_str(),
-        message: format!("the source does not describe {} state version {v}", source.vendor),
+    let vd = source.version(v).ok_or_else(|| {
+        cannot_convert(format!(
+            "the source does not describe {} state version {v}",
+            source.vendor
+        ))
     })?;
-    let sections: Vec<StateSection> = if v >= native {
-        vd.sections
-            .iter()
-            .map(|s| StateSection {
-                name: s.name.clone(),
-                version: s.version,
-                required: s.required,
-            })
-            .collect()
+    let sections = if v >= native {
+        vd.sections.iter().map(SectionDesc::state_section).collect()
     } else {
-        let nd = source.version(native).ok_or_else(|| Reason {
-            code: Code::CannotConvert.as_str(),
-            message: format!("the source does not describe its native version {native}"),
-        })?;
-        let specs: Vec<SectionSpec> = nd
-            .sections
-            .iter()
-            .map(|s| SectionSpec {
-                name: s.name.clone(),
-                version: s.version,
-                required: s.required,
-                capability: s.capability.clone(),
-                max_len: u64::MAX,
-                kind: match s.kind.as_str() {
-                    "bulk" => SectionKind::Bulk,
-                    "records" => SectionKind::Records,
-                    _ => SectionKind::Structured,
-                },
-                streamed: s.streamed,
-            })
-            .collect();
-        let plan = plugin
-            .convert(&source.info(), native, v, &specs)
-            .map_err(|e| Reason {
-                code: Code::CannotConvert.as_str(),
-                message: format!(
-                    "the source cannot convert {} state {native} to {v}: {}",
-                    source.vendor, e.message
-                ),
-            })?;
-        plan.into_iter()
-            .filter_map(|c| match c {
-                SectionConversion::Keep(s) => Some(StateSection {
-                    name: s.name,
-                    version: s.version,
-                    required: s.required,
-                }),
-                SectionConversion::Drop => None,
-            })
-            .collect()
+        converted_sections(source, plugin, native, v)?
     };
-    Ok(StateClaim {
-        vendor: source.vendor.clone(),
-        device_type: source.device_type.clone(),
-        state_version: v,
-        min_version: vd.min_version,
-        attributes: source.attributes.clone(),
-        sections,
-    })
+    Ok(source.claim(v, vd.min_version, sections))
+}
+
+/// The sections of the source's `native` state converted down to version `v` by
+/// the plugin.
+fn converted_sections(
+    source: &Descriptor,
+    plugin: &dyn VendorPlugin,
+    native: u32,
+    v: u32,
+) -> std::result::Result<Vec<StateSection>, Reason> {
+    let nd = source.version(native).ok_or_else(|| {
+        cannot_convert(format!(
+            "the source does not describe its native version {native}"
+        ))
+    })?;
+    let specs: Vec<SectionSpec> = nd.sections.iter().map(SectionDesc::spec).collect();
+    let plan = plugin.convert(&source.info(), native, v, &specs).map_err(|e| {
+        cannot_convert(format!(
+            "the source cannot convert {} state {native} to {v}: {}",
+            source.vendor, e.message
+        ))
+    })?;
+    Ok(plan
+        .iter()
+        .filter_map(|c| match c {
+            SectionConversion::Keep(s) => Some(StateSection::from(s)),
+            SectionConversion::Drop => None,
+        })
+        .collect())
+}
+
+/// The claim the source makes at version `v` (without a plugin, no sections: the
+/// decision stops before they matter), or why it cannot make one.
+fn claim_for(
+    source: &Descriptor,
+    plugin: Option<&dyn VendorPlugin>,
+    v: u32,
+) -> std::result::Result<StateClaim, Reason> {
+    match plugin {
+        Some(p) => claim_at(source, p, v),
+        None => Ok(source.claim(
+            v,
+            source.version(v).map(|d| d.min_version).unwrap_or(v),
+            Vec::new(),
+        )),
+    }
 }
 
 /// The pre-check: may the state of the device `source` describes go to `dest`?
@@ -473,26 +556,9 @@ pub fn check(
         && source.device_type == dest.device_type
         && source.attributes == dest.attributes;
     let run = |v: u32| -> Verdict {
-        let claim = match plugin {
-            Some(p) => claim_at(source, p, v),
-            None => Ok(StateClaim {
-                vendor: source.vendor.clone(),
-                device_type: source.device_type.clone(),
-                state_version: v,
-                min_version: source.version(v).map(|d| d.min_version).unwrap_or(v),
-                attributes: source.attributes.clone(),
-                sections: Vec::new(),
-            }),
-        };
-        match claim {
+        match claim_for(source, plugin, v) {
             Ok(c) => evaluate(&c, dest, plugin, load, policy),
-            Err(r) => Verdict {
-                compatible: false,
-                state_version: v,
-                sections: Vec::new(),
-                reasons: vec![r],
-                opaque: false,
-            },
+            Err(r) => Verdict::refused(v, vec![r]),
         }
     };
     let verdict = run(v0);
@@ -517,25 +583,22 @@ pub fn check(
     finish(v0, verdict, alternative, cold)
 }
 
+/// The pre-check's answer from the verdict at the default version `v0` and the
+/// version the source can convert to instead, if any.
 fn finish(v0: u32, mut verdict: Verdict, alternative: Option<(u32, Verdict)>, cold: bool) -> CheckResult {
     let (emit, plan) = match &alternative {
         Some((v, alt)) => {
-            verdict.reasons.push(Reason {
-                code: Code::VersionTooNew.as_str(),
-                message: format!(
+            verdict.reasons.push(Reason::new(
+                Code::VersionTooNew,
+                format!(
                     "the source can convert its state down to version {v}, which this destination restores: save with --for this destination's descriptor (or --state-version {v})"
                 ),
-            });
+            ));
             (*v, alt)
         }
         None => (v0, &verdict),
     };
-    let omit = plan
-        .sections
-        .iter()
-        .filter(|s| s.action == Action::Skip)
-        .map(|s| s.name.clone())
-        .collect();
+    let omit = plan.skipped().map(String::from).collect();
     let live = verdict.compatible || alternative.is_some();
     CheckResult {
         verdict,
@@ -546,21 +609,17 @@ fn finish(v0: u32, mut verdict: Verdict, alternative: Option<(u32, Verdict)>, co
     }
 }
 
-/// Reads an operator policy file (JSON, see `spec/compat.md`).
+/// Reads an operator policy file (JSON, see `spec/compat.md`), at most
+/// [`MAX_DESCRIPTOR`] bytes (`limit.input_too_large`).
 pub fn load_policy(path: &Path) -> Result<Policy> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?
-        .take(MAX_DESCRIPTOR + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::new(Code::BadDescriptor, format!("{}: {e}", path.display())))?;
-    if text.len() as u64 > MAX_DESCRIPTOR {
-        return Err(Error::new(
-            Code::InputTooLarge,
-            format!("{}: policy larger than 1 MiB", path.display()),
-        ));
-    }
+    let f = std::fs::File::open(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
+    let text = read_capped(
+        f,
+        MAX_DESCRIPTOR,
+        path.display(),
+        "policy larger than 1 MiB",
+        Code::BadDescriptor,
+    )?;
     serde_json::from_str(&text)
         .map_err(|e| Error::new(Code::BadDescriptor, format!("{}: {e}", path.display())))
 }
@@ -623,4 +682,30 @@ pub fn labels(d: &Descriptor) -> Labels {
         }
     }
     Labels { offers, requires }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_reads_refuse_one_byte_past_the_cap() {
+        let read = |bytes: &[u8], code| read_capped(bytes, 4, "f", "larger than 4 bytes", code);
+        assert_eq!(read(b"abcd", Code::BadDescriptor).unwrap(), "abcd");
+        assert_eq!(
+            read(b"abcde", Code::BadDescriptor).unwrap_err(),
+            Error::new(Code::InputTooLarge, "f: larger than 4 bytes")
+        );
+        let not_text = read(b"\xff", Code::BadKeyFile).unwrap_err();
+        assert_eq!(not_text.code, Code::BadKeyFile);
+        assert!(not_text.message.starts_with("f: "), "{}", not_text.message);
+    }
+
+    #[test]
+    fn section_kinds_round_trip_through_their_names() {
+        for kind in [SectionKind::Structured, SectionKind::Bulk, SectionKind::Records] {
+            assert_eq!(parse_kind(kind_name(kind)), Some(kind));
+        }
+        assert_eq!(parse_kind("blob"), None);
+    }
 }

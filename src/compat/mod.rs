@@ -37,13 +37,60 @@
 //! by name (`allow_opaque`): then the registry answers with an opaque stand-in,
 //! rules 1 and 2 still apply, its one section is sent unvalidated, and the
 //! verdict says `opaque`.
+//!
+//! In the code, each rule group is a function: [`evaluate`] runs the identity
+//! rules (vendor, type, configuration), then the plugin lookup, the version rules
+//! (load window, then policy) and, when nothing failed so far, the section rules,
+//! whose typed outcome for each section is a [`SectionFate`].
+//!
+//! A pre-check of a state against a simulated destination:
+//!
+//! ```
+//! use mdevmig::compat::{evaluate, Action, Policy, StateClaim, StateSection};
+//! use mdevmig::device::DeviceSpec;
+//! use mdevmig::plugins::Registry;
+//!
+//! let registry = Registry::builtin();
+//! // The destination: a simulated 64 MiB vGPU, with its plugin's load window.
+//! let (dev, _) = mdevmig::device::open(&"sim:simgpu/vgpu-64m".parse::<DeviceSpec>()?, &registry)?;
+//! let dest = dev.info();
+//! let plugin = registry.vendor(&dest.vendor);
+//! let load = plugin.and_then(|p| p.loads(&dest.device_type));
+//!
+//! // What the source's state claims to be: simgpu state version 2.
+//! let section = |name: &str, required| StateSection { name: name.into(), version: 1, required };
+//! let claim = StateClaim {
+//!     vendor: "simgpu".into(),
+//!     device_type: "vgpu-64m".into(),
+//!     state_version: 2,
+//!     min_version: 1,
+//!     attributes: dest.attributes.clone(),
+//!     sections: vec![
+//!         section("simgpu.fb", true),
+//!         section("simgpu.fb-dirty", true),
+//!         section("simgpu.regs", true),
+//!         section("simgpu.telemetry", false),
+//!     ],
+//! };
+//!
+//! let verdict = evaluate(&claim, dest, plugin, load, &Policy::default());
+//! assert!(verdict.compatible);
+//! assert!(verdict.sections.iter().all(|s| s.action == Action::Send));
+//!
+//! // Operator policy that refuses version 2: the restore's error, with its code.
+//! let policy = Policy { refuse_versions: [2].into(), ..Policy::default() };
+//! let verdict = evaluate(&claim, dest, plugin, load, &policy);
+//! assert!(!verdict.compatible);
+//! assert_eq!(verdict.error().map(|e| e.code), Some(mdevmig::Code::VersionRefused));
+//! # Ok::<(), mdevmig::Error>(())
+//! ```
 
 pub mod descriptor;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mdevmig_plugin_api::{DeviceInfo, SectionSpec, VendorPlugin, VersionWindow};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{Code, Error, Result};
 
@@ -82,7 +129,7 @@ impl Policy {
     }
 }
 
-/// What happens to a section.
+/// What happens to a section (`action` in JSON: `send`, `skip` or `fail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -105,6 +152,16 @@ pub struct StateSection {
     pub required: bool,
 }
 
+impl From<&SectionSpec> for StateSection {
+    fn from(s: &SectionSpec) -> Self {
+        StateSection {
+            name: s.name.clone(),
+            version: s.version,
+            required: s.required,
+        }
+    }
+}
+
 /// What a state claims to be: from an authenticated header or a source descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateClaim {
@@ -117,33 +174,225 @@ pub struct StateClaim {
     /// Minimum loader version.
     pub min_version: u32,
     /// The source device's configuration attributes.
-    pub attributes: std::collections::BTreeMap<String, String>,
+    pub attributes: BTreeMap<String, String>,
     /// Sections in stream order.
     pub sections: Vec<StateSection>,
 }
 
-/// A reason with its stable code and a sentence a person can act on.
+/// A reason with its stable code and a sentence a person can act on. In JSON:
+/// `{"code": "compat.…", "message": "…"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
-    /// Stable code.
-    pub code: &'static str,
+    /// Stable code (see `spec/errors.md`).
+    #[serde(serialize_with = "code_string")]
+    pub code: Code,
     /// What to do about it.
     pub message: String,
 }
 
-/// A section's fate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A code as its dotted string, the form `spec/errors.md` documents.
+fn code_string<S: Serializer>(code: &Code, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(code.as_str())
+}
+
+impl Reason {
+    /// A reason with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Reason {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A section version other than the one the destination understands for the
+/// state version concerned (newer, or older: version 0 included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionSkew {
+    /// The section's version in the state.
+    pub version: u16,
+    /// The version the destination's plugin reads.
+    pub understood: u16,
+}
+
+impl VersionSkew {
+    /// The state's section is newer than the destination's.
+    pub fn is_newer(&self) -> bool {
+        self.version > self.understood
+    }
+}
+
+/// Why a section is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipCause {
+    /// Optional, and unknown to the destination's plugin.
+    Unknown,
+    /// Optional, in a section version the destination does not read.
+    Version(VersionSkew),
+    /// Needs a host capability the destination lacks; the operator allowed
+    /// skipping it by name.
+    CapabilityAllowed {
+        /// The missing capability.
+        capability: String,
+    },
+    /// Optional, and the operator skips it by name.
+    Operator,
+}
+
+impl SkipCause {
+    /// The sentence the verdict gives for skipping `section`.
+    pub fn message(&self, section: &str) -> String {
+        match self {
+            SkipCause::Unknown => format!("optional section {section} is unknown to the destination"),
+            SkipCause::Version(k) => format!(
+                "optional section {section} v{} is {} than the destination's v{}",
+                k.version,
+                if k.is_newer() { "newer" } else { "older" },
+                k.understood
+            ),
+            SkipCause::CapabilityAllowed { capability } => {
+                format!("host lacks {capability}; operator allowed skipping {section}")
+            }
+            SkipCause::Operator => format!("operator policy skips optional section {section}"),
+        }
+    }
+}
+
+/// Why a section makes the migration impossible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Required, and unknown to the destination's plugin
+    /// (`compat.unknown_required_section`).
+    UnknownRequired,
+    /// Required, in a section version the destination does not read
+    /// (`compat.section_version`).
+    Version(VersionSkew),
+    /// Needs a host capability the destination lacks, and the operator did not
+    /// allow skipping it (`compat.missing_capability`).
+    MissingCapability {
+        /// The missing capability.
+        capability: String,
+    },
+}
+
+impl Refusal {
+    /// The stable code of this refusal.
+    pub fn code(&self) -> Code {
+        match self {
+            Refusal::UnknownRequired => Code::UnknownRequiredSection,
+            Refusal::Version(_) => Code::SectionVersion,
+            Refusal::MissingCapability { .. } => Code::MissingCapability,
+        }
+    }
+
+    /// The sentence the verdict gives for refusing because of `section`.
+    pub fn message(&self, section: &str) -> String {
+        match self {
+            Refusal::UnknownRequired => {
+                format!("required section {section} is unknown to the destination plugin; upgrade it")
+            }
+            Refusal::Version(k) if k.is_newer() => format!(
+                "section {section} is version {}; the destination understands up to {}; upgrade the destination plugin",
+                k.version, k.understood
+            ),
+            Refusal::Version(k) => format!(
+                "section {section} is version {}; the destination reads it as version {} only",
+                k.version, k.understood
+            ),
+            Refusal::MissingCapability { capability: cap } => format!(
+                "section {section} needs host capability {cap}, which the destination lacks; use a host with {cap}, or allow skipping {section} if the guest can live without it"
+            ),
+        }
+    }
+}
+
+/// What the section rules decide for one section, with the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionFate {
+    /// Sent and restored.
+    Send,
+    /// Left out (by the source) or dropped (by the destination).
+    Skip(SkipCause),
+    /// Makes the migration impossible.
+    Refuse(Refusal),
+}
+
+impl SectionFate {
+    /// The action this fate takes.
+    pub fn action(&self) -> Action {
+        match self {
+            SectionFate::Send => Action::Send,
+            SectionFate::Skip(_) => Action::Skip,
+            SectionFate::Refuse(_) => Action::Fail,
+        }
+    }
+
+    /// Why `section` is skipped or refused; `None` when it is sent.
+    pub fn message(&self, section: &str) -> Option<String> {
+        match self {
+            SectionFate::Send => None,
+            SectionFate::Skip(cause) => Some(cause.message(section)),
+            SectionFate::Refuse(refusal) => Some(refusal.message(section)),
+        }
+    }
+}
+
+/// A section's fate. In JSON: `{"name", "action", "reason"}`, `reason` only for
+/// a skipped or refused section.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionVerdict {
     /// Section name.
     pub name: String,
-    /// What happens to it.
+    /// What happens to it: always `fate.action()`.
     pub action: Action,
-    /// Why (skip and fail).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    /// What happens to it, and why.
+    pub fate: SectionFate,
     /// The destination's spec for it, when known.
-    #[serde(skip)]
     pub spec: Option<SectionSpec>,
+}
+
+impl SectionVerdict {
+    /// The verdict `fate` for the state's section `section`, with the
+    /// destination's `spec` for it.
+    pub fn new(section: &StateSection, spec: Option<SectionSpec>, fate: SectionFate) -> Self {
+        SectionVerdict {
+            name: section.name.clone(),
+            action: fate.action(),
+            fate,
+            spec,
+        }
+    }
+
+    /// Why the section is skipped or refused; `None` when it is sent.
+    pub fn reason(&self) -> Option<String> {
+        self.fate.message(&self.name)
+    }
+
+    /// The reason the migration fails because of this section, if it does.
+    pub fn refusal(&self) -> Option<Reason> {
+        match &self.fate {
+            SectionFate::Refuse(r) => Some(Reason::new(r.code(), r.message(&self.name))),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for SectionVerdict {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            name: &'a str,
+            action: Action,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<String>,
+        }
+        Json {
+            name: &self.name,
+            action: self.action,
+            reason: self.reason(),
+        }
+        .serialize(s)
+    }
 }
 
 /// The decision.
@@ -165,33 +414,52 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The first reason as an error (for the restore path).
-    pub fn into_result(self) -> Result<Verdict> {
-        if self.compatible {
-            return Ok(self);
+    /// Incompatible for `reasons`, decided before any section was looked at.
+    pub(crate) fn refused(state_version: u32, reasons: Vec<Reason>) -> Verdict {
+        Verdict {
+            compatible: false,
+            state_version,
+            sections: Vec::new(),
+            reasons,
+            opaque: false,
         }
-        let first = self
-            .reasons
-            .first()
-            .map(|r| {
-                (
-                    Code::from_str_code(r.code).unwrap_or(Code::Internal),
-                    r.message.clone(),
-                )
-            })
-            .unwrap_or((Code::Internal, "incompatible without a reason".into()));
-        Err(Error::new(first.0, first.1))
     }
-}
 
-fn reason(code: Code, message: String) -> Reason {
-    Reason {
-        code: code.as_str(),
-        message,
+    /// The error a restore reports for this verdict: its first reason; `None`
+    /// when the verdict is compatible.
+    pub fn error(&self) -> Option<Error> {
+        if self.compatible {
+            return None;
+        }
+        Some(match self.reasons.first() {
+            Some(r) => Error::new(r.code, r.message.clone()),
+            None => Error::new(Code::Internal, "incompatible without a reason"),
+        })
+    }
+
+    /// The names of the sections this verdict skips, in stream order.
+    pub fn skipped(&self) -> impl Iterator<Item = &str> {
+        self.sections
+            .iter()
+            .filter(|s| s.action == Action::Skip)
+            .map(|s| s.name.as_str())
+    }
+
+    /// The verdict when compatible, else its first reason as an error (for the
+    /// restore path).
+    pub fn into_result(self) -> Result<Verdict> {
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
     }
 }
 
 /// Decides whether `dest` (with its plugin and load window) may restore `state`.
+///
+/// The rule groups run in the order of the module documentation, and a group
+/// that fails ends the decision; within the configuration, version and section
+/// groups every failing rule adds its reason.
 pub fn evaluate(
     state: &StateClaim,
     dest: &DeviceInfo,
@@ -199,232 +467,210 @@ pub fn evaluate(
     load: Option<VersionWindow>,
     policy: &Policy,
 ) -> Verdict {
-    let mut reasons = Vec::new();
-    let mut sections = Vec::new();
     let v = state.state_version;
-    if state.vendor != dest.vendor {
-        reasons.push(reason(
-            Code::VendorMismatch,
-            format!(
-                "the state is {} device state and the destination is a {} device; state never crosses vendors",
-                state.vendor, dest.vendor
-            ),
-        ));
-    } else if state.device_type != dest.device_type {
-        reasons.push(reason(
-            Code::TypeMismatch,
-            format!(
-                "the state is for a {} and the destination device is a {}; create a {} on the destination",
-                state.device_type, dest.device_type, state.device_type
-            ),
-        ));
+    let identity = identity_rules(state, dest);
+    if !identity.is_empty() {
+        return Verdict::refused(v, identity);
     }
-    if reasons.is_empty() {
-        let keys: BTreeSet<&String> = state.attributes.keys().chain(dest.attributes.keys()).collect();
-        for k in keys {
-            let (a, b) = (state.attributes.get(k), dest.attributes.get(k));
-            if a != b {
-                let show = |v: Option<&String>| v.map(|v| format!("{k}={v}")).unwrap_or(format!("no {k}"));
-                reasons.push(reason(
-                    Code::ConfigMismatch,
-                    format!(
-                        "same type {}, different configuration: the source has {}, the destination {}; create the destination device with {}",
-                        state.device_type,
-                        show(a),
-                        show(b),
-                        show(a)
-                    ),
-                ));
-            }
-        }
-    }
-    let (plugin, load) = match (plugin, load) {
-        (Some(p), Some(l)) if reasons.is_empty() => (p, l),
-        (Some(_), Some(_)) => {
-            return Verdict {
-                compatible: false,
-                state_version: v,
-                sections,
-                reasons,
-                opaque: false,
-            }
-        }
-        (None, _) | (_, None) if reasons.is_empty() => {
-            reasons.push(reason(
-                Code::NoPlugin,
-                format!(
-                    "no {} plugin on the destination loads {}; install one",
-                    state.vendor, state.device_type
-                ),
-            ));
-            return Verdict {
-                compatible: false,
-                state_version: v,
-                sections,
-                reasons,
-                opaque: false,
-            };
-        }
-        _ => {
-            return Verdict {
-                compatible: false,
-                state_version: v,
-                sections,
-                reasons,
-                opaque: false,
-            }
-        }
+    let (Some(plugin), Some(load)) = (plugin, load) else {
+        return Verdict::refused(v, vec![no_plugin(state)]);
     };
-    let vendor = &state.vendor;
-    let m = state.min_version;
-    if m > load.newest {
-        let msg = format!(
-            "destination plugin loads {vendor} state {load}; source emits {v} with minimum {m}; upgrade the destination plugin or pin the source to {}",
-            load.newest
-        );
-        if m == v {
-            reasons.push(reason(Code::VersionTooNew, msg));
-        } else {
-            reasons.push(reason(Code::MinVersionTooNew, msg));
-        }
-    } else if v < load.oldest {
-        reasons.push(reason(
-            Code::VersionTooOld,
-            format!(
-                "destination plugin loads {vendor} state {load} and no longer {v}; upgrade the source plugin or use a destination that still loads {v}"
-            ),
-        ));
-    }
-    if policy.refuse_versions.contains(&v) {
-        reasons.push(reason(
-            Code::VersionRefused,
-            format!("operator policy refuses {vendor} state version {v}"),
-        ));
-    }
-    if let Some(pin) = policy.pin_version {
-        if pin != v {
-            reasons.push(reason(
-                Code::VersionRefused,
-                format!("operator policy pins {vendor} state to version {pin}; the state is version {v}"),
-            ));
-        }
-    }
+    let mut reasons = version_rules(state, load, policy);
     // A loader older than the state knows the sections of its own newest version;
     // the state's newer parts must be optional sections it can skip (the section
-    // rule below refuses unknown required ones).
-    let known = if reasons.is_empty() {
-        plugin.sections(dest, v.min(load.newest)).unwrap_or_default()
+    // rules refuse unknown required ones).
+    let sections = if reasons.is_empty() {
+        section_rules(state, dest, plugin, v.min(load.newest), policy)
     } else {
         Vec::new()
     };
-    if reasons.is_empty() {
-        for s in &state.sections {
-            let spec = known.iter().find(|k| k.name == s.name).cloned();
-            let allowed = policy.allow_skip.contains(&s.name);
-            let (action, why, code) = match &spec {
-                None if s.required => (
-                    Action::Fail,
-                    format!(
-                        "required section {} is unknown to the destination plugin; upgrade it",
-                        s.name
-                    ),
-                    Some(Code::UnknownRequiredSection),
-                ),
-                None => (
-                    Action::Skip,
-                    format!("optional section {} is unknown to the destination", s.name),
-                    None,
-                ),
-                Some(k) if s.version > k.version => {
-                    if s.required {
-                        (
-                            Action::Fail,
-                            format!(
-                                "section {} is version {}; the destination understands up to {}; upgrade the destination plugin",
-                                s.name, s.version, k.version
-                            ),
-                            Some(Code::SectionVersion),
-                        )
-                    } else {
-                        (
-                            Action::Skip,
-                            format!(
-                                "optional section {} v{} is newer than the destination's v{}",
-                                s.name, s.version, k.version
-                            ),
-                            None,
-                        )
-                    }
-                }
-                // An older section version than the destination's spec for this
-                // state version: no built-in plugin reads older section formats,
-                // and reading one as the newer format (version 0 as version 1) is
-                // the bug, so it is refused like a newer one.
-                Some(k) if s.version < k.version => {
-                    if s.required {
-                        (
-                            Action::Fail,
-                            format!(
-                                "section {} is version {}; the destination reads it as version {} only",
-                                s.name, s.version, k.version
-                            ),
-                            Some(Code::SectionVersion),
-                        )
-                    } else {
-                        (
-                            Action::Skip,
-                            format!(
-                                "optional section {} v{} is older than the destination's v{}",
-                                s.name, s.version, k.version
-                            ),
-                            None,
-                        )
-                    }
-                }
-                Some(k) => match &k.capability {
-                    Some(cap) if !dest.capabilities.contains(cap) => {
-                        if allowed {
-                            (
-                                Action::Skip,
-                                format!("host lacks {cap}; operator allowed skipping {}", s.name),
-                                None,
-                            )
-                        } else {
-                            (
-                                Action::Fail,
-                                format!(
-                                    "section {} needs host capability {cap}, which the destination lacks; use a host with {cap}, or allow skipping {} if the guest can live without it",
-                                    s.name, s.name
-                                ),
-                                Some(Code::MissingCapability),
-                            )
-                        }
-                    }
-                    _ if allowed && !s.required => (
-                        Action::Skip,
-                        format!("operator policy skips optional section {}", s.name),
-                        None,
-                    ),
-                    _ => (Action::Send, String::new(), None),
-                },
-            };
-            if let Some(code) = code {
-                reasons.push(reason(code, why.clone()));
-            }
-            sections.push(SectionVerdict {
-                name: s.name.clone(),
-                action,
-                reason: (!why.is_empty()).then_some(why),
-                spec,
-            });
-        }
-    }
+    reasons.extend(sections.iter().filter_map(SectionVerdict::refusal));
     Verdict {
         compatible: reasons.is_empty(),
         state_version: v,
         sections,
         reasons,
         opaque: plugin.opaque(),
+    }
+}
+
+/// `spec/compat.md` §3 rules 1 and 2: the vendor, then the type, then every
+/// configuration attribute.
+fn identity_rules(state: &StateClaim, dest: &DeviceInfo) -> Vec<Reason> {
+    if state.vendor != dest.vendor {
+        return vec![Reason::new(
+            Code::VendorMismatch,
+            format!(
+                "the state is {} device state and the destination is a {} device; state never crosses vendors",
+                state.vendor, dest.vendor
+            ),
+        )];
+    }
+    if state.device_type != dest.device_type {
+        return vec![Reason::new(
+            Code::TypeMismatch,
+            format!(
+                "the state is for a {} and the destination device is a {}; create a {} on the destination",
+                state.device_type, dest.device_type, state.device_type
+            ),
+        )];
+    }
+    config_rules(state, dest)
+}
+
+/// Same type, and every attribute in either set equal on both sides.
+fn config_rules(state: &StateClaim, dest: &DeviceInfo) -> Vec<Reason> {
+    let keys: BTreeSet<&String> = state.attributes.keys().chain(dest.attributes.keys()).collect();
+    let mut reasons = Vec::new();
+    for k in keys {
+        let (a, b) = (state.attributes.get(k), dest.attributes.get(k));
+        if a != b {
+            let show = |v: Option<&String>| v.map(|v| format!("{k}={v}")).unwrap_or(format!("no {k}"));
+            reasons.push(Reason::new(
+                Code::ConfigMismatch,
+                format!(
+                    "same type {}, different configuration: the source has {}, the destination {}; create the destination device with {}",
+                    state.device_type,
+                    show(a),
+                    show(b),
+                    show(a)
+                ),
+            ));
+        }
+    }
+    reasons
+}
+
+/// `spec/compat.md` §3 rule 3: no plugin for the vendor, or it loads nothing for
+/// the type.
+fn no_plugin(state: &StateClaim) -> Reason {
+    Reason::new(
+        Code::NoPlugin,
+        format!(
+            "no {} plugin on the destination loads {}; install one",
+            state.vendor, state.device_type
+        ),
+    )
+}
+
+/// `spec/compat.md` §3 rule 4: the load window, then operator policy on
+/// versions.
+fn version_rules(state: &StateClaim, load: VersionWindow, policy: &Policy) -> Vec<Reason> {
+    window_rule(state, load)
+        .into_iter()
+        .chain(policy_version_rules(state, policy))
+        .collect()
+}
+
+/// Accept iff `O <= V` and `M <= L`.
+fn window_rule(state: &StateClaim, load: VersionWindow) -> Option<Reason> {
+    let (vendor, v, m) = (&state.vendor, state.state_version, state.min_version);
+    if m > load.newest {
+        let code = if m == v {
+            Code::VersionTooNew
+        } else {
+            Code::MinVersionTooNew
+        };
+        return Some(Reason::new(
+            code,
+            format!(
+                "destination plugin loads {vendor} state {load}; source emits {v} with minimum {m}; upgrade the destination plugin or pin the source to {}",
+                load.newest
+            ),
+        ));
+    }
+    (v < load.oldest).then(|| {
+        Reason::new(
+            Code::VersionTooOld,
+            format!(
+                "destination plugin loads {vendor} state {load} and no longer {v}; upgrade the source plugin or use a destination that still loads {v}"
+            ),
+        )
+    })
+}
+
+/// The versions policy refuses, and the one it pins.
+fn policy_version_rules(state: &StateClaim, policy: &Policy) -> Vec<Reason> {
+    let (vendor, v) = (&state.vendor, state.state_version);
+    let mut reasons = Vec::new();
+    if policy.refuse_versions.contains(&v) {
+        reasons.push(Reason::new(
+            Code::VersionRefused,
+            format!("operator policy refuses {vendor} state version {v}"),
+        ));
+    }
+    if let Some(pin) = policy.pin_version.filter(|pin| *pin != v) {
+        reasons.push(Reason::new(
+            Code::VersionRefused,
+            format!("operator policy pins {vendor} state to version {pin}; the state is version {v}"),
+        ));
+    }
+    reasons
+}
+
+/// `spec/compat.md` §3 rule 5: every section of the state against the sections
+/// the destination's plugin knows at version `at`.
+fn section_rules(
+    state: &StateClaim,
+    dest: &DeviceInfo,
+    plugin: &dyn VendorPlugin,
+    at: u32,
+    policy: &Policy,
+) -> Vec<SectionVerdict> {
+    let known = plugin.sections(dest, at).unwrap_or_default();
+    state
+        .sections
+        .iter()
+        .map(|s| {
+            let spec = known.iter().find(|k| k.name == s.name).cloned();
+            let allowed = policy.allow_skip.contains(&s.name);
+            let fate = section_fate(s, spec.as_ref(), &dest.capabilities, allowed);
+            SectionVerdict::new(s, spec, fate)
+        })
+        .collect()
+}
+
+/// One section's fate: `known` is the destination's spec for it, `allowed` says
+/// whether the operator allows skipping it by name.
+fn section_fate(
+    s: &StateSection,
+    known: Option<&SectionSpec>,
+    capabilities: &BTreeSet<String>,
+    allowed: bool,
+) -> SectionFate {
+    let Some(k) = known else {
+        return if s.required {
+            SectionFate::Refuse(Refusal::UnknownRequired)
+        } else {
+            SectionFate::Skip(SkipCause::Unknown)
+        };
+    };
+    // An older section version than the destination's spec for this state
+    // version is refused like a newer one: no built-in plugin reads older section
+    // formats, and reading one as the newer format (version 0 as version 1) is
+    // the bug.
+    if s.version != k.version {
+        let skew = VersionSkew {
+            version: s.version,
+            understood: k.version,
+        };
+        return if s.required {
+            SectionFate::Refuse(Refusal::Version(skew))
+        } else {
+            SectionFate::Skip(SkipCause::Version(skew))
+        };
+    }
+    match &k.capability {
+        Some(cap) if !capabilities.contains(cap) => {
+            let capability = cap.clone();
+            if allowed {
+                SectionFate::Skip(SkipCause::CapabilityAllowed { capability })
+            } else {
+                SectionFate::Refuse(Refusal::MissingCapability { capability })
+            }
+        }
+        _ if allowed && !s.required => SectionFate::Skip(SkipCause::Operator),
+        _ => SectionFate::Send,
     }
 }
 
@@ -460,5 +706,113 @@ pub fn effective_window(
         }
         (b, None) => b,
         (None, Some(_)) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdevmig_plugin_api::SectionKind;
+    use serde_json::json;
+
+    fn section(version: u16, required: bool) -> StateSection {
+        StateSection {
+            name: "v.s".into(),
+            version,
+            required,
+        }
+    }
+
+    fn spec(version: u16, capability: Option<&str>) -> SectionSpec {
+        SectionSpec {
+            name: "v.s".into(),
+            version,
+            required: true,
+            capability: capability.map(String::from),
+            max_len: 64,
+            kind: SectionKind::Structured,
+            streamed: false,
+        }
+    }
+
+    #[test]
+    fn every_section_rule_has_its_fate() {
+        use {Refusal as R, SectionFate as F, SkipCause as S};
+        let caps = BTreeSet::from(["v.cap".to_string()]);
+        let fate = |s: StateSection, known: Option<SectionSpec>, allowed| {
+            section_fate(&s, known.as_ref(), &caps, allowed)
+        };
+        let skew = |version, understood| VersionSkew { version, understood };
+        let capability = || "v.other".to_string();
+        let (other, here) = (Some("v.other"), Some("v.cap"));
+        assert_eq!(fate(section(1, true), None, false), F::Refuse(R::UnknownRequired));
+        assert_eq!(fate(section(1, false), None, true), F::Skip(S::Unknown));
+        assert_eq!(
+            fate(section(2, true), Some(spec(1, None)), true),
+            F::Refuse(R::Version(skew(2, 1)))
+        );
+        assert_eq!(
+            fate(section(0, false), Some(spec(1, None)), false),
+            F::Skip(S::Version(skew(0, 1)))
+        );
+        assert_eq!(
+            fate(section(1, true), Some(spec(1, other)), false),
+            F::Refuse(R::MissingCapability {
+                capability: capability()
+            })
+        );
+        assert_eq!(
+            fate(section(1, true), Some(spec(1, other)), true),
+            F::Skip(S::CapabilityAllowed {
+                capability: capability()
+            })
+        );
+        assert_eq!(
+            fate(section(1, false), Some(spec(1, here)), true),
+            F::Skip(S::Operator)
+        );
+        assert_eq!(fate(section(1, true), Some(spec(1, here)), true), F::Send);
+        assert_eq!(fate(section(1, false), Some(spec(1, None)), false), F::Send);
+    }
+
+    #[test]
+    fn reasons_and_sections_keep_their_json() {
+        let refused = SectionVerdict::new(
+            &section(2, true),
+            Some(spec(1, None)),
+            SectionFate::Refuse(Refusal::Version(VersionSkew {
+                version: 2,
+                understood: 1,
+            })),
+        );
+        let message =
+            "section v.s is version 2; the destination understands up to 1; upgrade the destination plugin";
+        assert_eq!(
+            serde_json::to_value(&refused).unwrap(),
+            json!({"name": "v.s", "action": "fail", "reason": message})
+        );
+        assert_eq!(
+            serde_json::to_value(refused.refusal().unwrap()).unwrap(),
+            json!({"code": "compat.section_version", "message": message})
+        );
+        let sent = SectionVerdict::new(&section(1, true), None, SectionFate::Send);
+        assert_eq!(
+            serde_json::to_value(&sent).unwrap(),
+            json!({"name": "v.s", "action": "send"})
+        );
+        assert_eq!(sent.refusal(), None);
+    }
+
+    #[test]
+    fn a_verdict_fails_with_its_first_reason() {
+        let first = Reason::new(Code::VersionTooOld, "first");
+        let v = Verdict::refused(3, vec![first, Reason::new(Code::VersionRefused, "second")]);
+        assert_eq!(v.error(), Some(Error::new(Code::VersionTooOld, "first")));
+        assert_eq!(v.into_result().unwrap_err().code, Code::VersionTooOld);
+        let ok = Verdict {
+            compatible: true,
+            ..Verdict::refused(3, Vec::new())
+        };
+        assert_eq!(ok.error(), None);
     }
 }

@@ -440,7 +440,7 @@ pub fn fuzz_policy(data: &[u8]) {
             };
             let verdict = compat::evaluate(&claim, &dest, Some(plugin), Some(window), &policy);
             for r in &verdict.reasons {
-                assert!(documented(r.code), "undocumented compat code {}", r.code);
+                assert!(documented(r.code.as_str()), "undocumented compat code {}", r.code);
             }
             assert_eq!(verdict.compatible, verdict.reasons.is_empty());
             if policy.refuse_versions.contains(&v) || policy.pin_version.is_some_and(|p| p != v) {
