@@ -26,6 +26,7 @@
 //! it cannot let two writers in.
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -249,6 +250,29 @@ pub fn open_regular(path: &Path, code: Code) -> Result<File> {
         ));
     }
     Ok(f)
+}
+
+/// Reads `src` as UTF-8 text of at most `cap` bytes: the one capped read of the
+/// files mdevmig parses whole (descriptors, policies, key files). It stops one byte
+/// past the cap, so a huge or endless input costs no more than the cap:
+/// `limit.input_too_large` ("`name`: `too_large`") past it, `read_error` when
+/// reading fails or the text is not UTF-8.
+pub(crate) fn read_capped(
+    src: impl Read,
+    cap: u64,
+    name: impl std::fmt::Display,
+    too_large: &str,
+    read_error: Code,
+) -> Result<String> {
+    let mut text = String::new();
+    let n = src
+        .take(cap.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(read_error, &name, &e))?;
+    if u64::try_from(n).map_or(true, |n| n > cap) {
+        return Err(Error::new(Code::InputTooLarge, format!("{name}: {too_large}")));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

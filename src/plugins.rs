@@ -29,6 +29,18 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// The state versions this host loads for `dest`: its plugin's load window,
+    /// narrowed to `pinned` (an operator's pin) when given; `None` without a
+    /// plugin for the device or when the two do not overlap.
+    pub fn load_window(
+        &self,
+        dest: &mdevmig_plugin_api::DeviceInfo,
+        pinned: Option<mdevmig_plugin_api::VersionWindow>,
+    ) -> Option<mdevmig_plugin_api::VersionWindow> {
+        let plugin = self.vendor(&dest.vendor)?;
+        crate::compat::effective_window(plugin.loads(&dest.device_type), pinned)
+    }
+
     /// The device info of a `vendor`/`device_type` device with configuration
     /// `attributes` (completed and checked by its plugin) and host
     /// `capabilities`.

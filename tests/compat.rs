@@ -1,5 +1,5 @@
 //! The pre-check and the restore agree: a table of cases, each checked with
-//! `compat::descriptor::check` from descriptors alone and then acted out by saving
+//! `compat::check` from descriptors alone and then acted out by saving
 //! the source's state and restoring it with the same policy.
 
 #[path = "support/opts.rs"]
@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::{restore, save, RestoreOptions, SaveOptions};
 use mdevmig::codec::stream::{StreamReader, StreamWriter};
-use mdevmig::compat::descriptor::{self, Descriptor};
+use mdevmig::compat::{self as descriptor, Descriptor};
 use mdevmig::compat::{effective_window, Policy};
 use mdevmig::device::{self, DeviceSpec};
 use mdevmig::plugins::Registry;

@@ -21,7 +21,6 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use mdevmig::auth::{SigningKeyPair, TrustStore};
-use mdevmig::codec::stream::{ReadOptions, StreamReader};
 use mdevmig::error::{Code, Error, Result};
 use output::Out;
 
@@ -68,7 +67,7 @@ impl PolicyArgs {
     /// The policy these flags (and the file) give.
     pub fn policy(&self) -> Result<mdevmig::compat::Policy> {
         let mut p = match &self.policy {
-            Some(f) => mdevmig::compat::descriptor::load_policy(f)?,
+            Some(f) => mdevmig::compat::load_policy(f)?,
             None => mdevmig::compat::Policy::default(),
         };
         p.allow_skip.extend(self.allow_skip.iter().cloned());
@@ -617,16 +616,10 @@ fn verify(file: &str, trust: &Path, insecure: bool, session: Option<&str>, out: 
     // Arguments first: a malformed nonce is a usage error whatever the files hold.
     let expected_nonce = session.map(mdevmig::auth::parse_nonce).transpose()?;
     let store = load_trust(trust, insecure)?;
-    let opts = ReadOptions {
-        expected_nonce,
-        ..Default::default()
-    };
-    let mut r = StreamReader::open(open_input(file, None)?, &store, &opts)?;
-    let chunks = r.verify_to_end()?;
-    let h = r.header().header.clone();
+    let v = mdevmig::broker::verify(open_input(file, None)?, &store, expected_nonce)?;
     // The data the stream carried: streamed sections count at their final
     // length, not the bound in the header.
-    let total = r.received();
+    let (h, chunks, total) = (v.header, v.chunks, v.data_bytes);
     let origin = store.origin(&h.key_id).unwrap_or("?").to_string();
     out.ok(
         &format!(

@@ -11,8 +11,8 @@ use super::output::Out;
 use super::{open_input, Output};
 use mdevmig::auth::{hex, SigningKeyPair};
 use mdevmig::broker::{self, RestoreOptions, SaveOptions};
-use mdevmig::compat::descriptor::{self, Descriptor};
 use mdevmig::compat::Policy;
+use mdevmig::compat::{self as descriptor, Descriptor};
 use mdevmig::device::{self, DeviceSpec};
 use mdevmig::error::{Code, Error, Result};
 use mdevmig::plugins::Registry;
@@ -360,9 +360,7 @@ pub fn check(device: &str, source: &str, policy: &Policy, out: Out) -> std::resu
     let registry = Registry::builtin().allow_opaque(&policy.allow_opaque);
     let (dev, host) = device::open(&device.parse::<DeviceSpec>()?, &registry)?;
     let src = Descriptor::load(source)?;
-    let plugin = registry.vendor(&dev.info().vendor);
-    let load = plugin
-        .and_then(|p| mdevmig::compat::effective_window(p.loads(&dev.info().device_type), host.versions));
+    let load = registry.load_window(dev.info(), host.versions);
     let r = descriptor::check(&src, dev.info(), &registry, load, policy);
     let mut t = format!(
         "{}: {} {} state v{} -> {} {}\n",

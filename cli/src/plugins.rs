@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::migrate::attributes_text;
 use super::output::Out;
-use mdevmig::compat::descriptor::Window;
+use mdevmig::compat::Window;
 use mdevmig::error::Result;
 use mdevmig::plugins::Registry;
 

@@ -113,7 +113,7 @@ pub(super) fn read_capped(f: File, meta: &Metadata, path: &Path) -> Result<Strin
             format!("{}: {too_large}", path.display()),
         ));
     }
-    crate::compat::descriptor::read_capped(f, MAX_KEY_FILE, path.display(), &too_large, Code::BadKeyFile)
+    crate::fsutil::read_capped(f, MAX_KEY_FILE, path.display(), &too_large, Code::BadKeyFile)
 }
 
 /// Why a file or directory with this owner and mode must not be trusted, if it

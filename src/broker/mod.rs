@@ -31,6 +31,12 @@ mod save;
 pub use restore::restore;
 pub use save::save;
 
+use std::io::Read;
+
+use crate::auth::TrustStore;
+use crate::codec::stream::ReadOptions;
+use crate::codec::StreamReader;
+
 use crate::codec::Header;
 use crate::compat::{self, Policy};
 use crate::device::{MigState, MigrationDevice};
@@ -140,4 +146,33 @@ pub struct RestoreReport {
     pub state_digest: Option<[u8; 32]>,
     /// Final device state.
     pub final_state: MigState,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The authenticated header.
+    pub header: Header,
+    /// Chunks verified.
+    pub chunks: u64,
+    /// Data bytes the stream carried (streamed sections at their final length).
+    pub data_bytes: u64,
+}
+
+/// Verifies a whole stream without a device: the header, every chunk's and
+/// section end's signature and place, and the trailer, with the same reader and
+/// codes as [`restore`]. `session` is the nonce this destination issued, when the
+/// stream must be bound to it.
+pub fn verify(input: impl Read, trust: &TrustStore, session: Option<[u8; 32]>) -> Result<VerifyReport> {
+    let opts = ReadOptions {
+        expected_nonce: session,
+        ..Default::default()
+    };
+    let mut r = StreamReader::open(input, trust, &opts)?;
+    let chunks = r.verify_to_end()?;
+    Ok(VerifyReport {
+        header: r.header().header.clone(),
+        chunks,
+        data_bytes: r.received(),
+    })
 }

@@ -99,8 +99,7 @@ impl<'a> RestoreSession<'a> {
         let plugin = registry
             .vendor(&header.vendor)
             .filter(|_| header.vendor == dest.vendor);
-        let load =
-            plugin.and_then(|p| compat::effective_window(p.loads(&dest.device_type), opts.load_window));
+        let load = plugin.and_then(|_| registry.load_window(&dest, opts.load_window));
         let verdict =
             compat::evaluate(&compat::claim_of(&header), &dest, plugin, load, &opts.policy).into_result()?;
         let plugin = plugin.ok_or_else(|| Error::new(Code::NoPlugin, "no plugin"))?;

@@ -75,7 +75,7 @@ impl<'r> SavePlan<'r> {
                 0
             },
             state_version: target,
-            min_version: compat::descriptor::min_version_for(plugin, &info, target),
+            min_version: compat::min_version_for(plugin, &info, target),
             chunk_size: opts.chunk_size,
             key_id: key.id(),
             session_nonce: opts.session.unwrap_or([0; 32]),

@@ -441,7 +441,41 @@ fn header_short(what: &str) -> Error {
 
 /// Decodes a whole header (exactly header_len bytes, signature included). The
 /// signature is *not* checked here; see [`SignedHeader::verify`].
+///
+/// Every rule is checked as soon as its field is read, so the first broken rule
+/// in byte order is the one reported: the prefix ([`decode_prefix`]), header_len
+/// against the header's size, then the body in byte order (the fixed fields,
+/// vendor, device type, attributes, section table) and last the bytes left
+/// before the signature.
 pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
+    let (mut body, sig) = split_header(bytes)?;
+    let r = &mut body;
+    let fixed = decode_fixed(r)?;
+    let vendor = name(r, "vendor", MAX_VENDOR_LEN)?;
+    let device_type = name(r, "device type", MAX_TYPE_LEN)?;
+    let attributes = decode_attributes(r)?;
+    let sections = decode_sections(r)?;
+    check_consumed(r)?;
+    let header = Header {
+        flags: fixed.flags,
+        state_version: fixed.state_version,
+        min_version: fixed.min_version,
+        chunk_size: fixed.chunk_size,
+        key_id: fixed.key_id,
+        session_nonce: fixed.session_nonce,
+        stream_id: fixed.stream_id,
+        vendor,
+        device_type,
+        attributes,
+        sections,
+    };
+    Ok((header, sig))
+}
+
+/// Checks the prefix and that header_len is the size of `bytes`; returns a
+/// reader over the body (between the prefix and the signature) and the
+/// signature.
+fn split_header(bytes: &[u8]) -> Result<(Reader<'_>, [u8; SIGNATURE_LEN])> {
     let mut r = Reader::new(bytes);
     let prefix = r.take_array::<PREFIX_LEN>("prefix").map_err(short)?;
     let header_len = decode_prefix(prefix)?;
@@ -455,14 +489,31 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
         .len()
         .saturating_sub(PREFIX_LEN)
         .saturating_sub(SIGNATURE_LEN);
-    let mut body = r
+    let body = r
         .sub(body_len, "header body")
         .map_err(|_| header_short("header body"))?;
     let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(short)?;
-    let r = &mut body;
-    let hs = |what: &'static str| move |_| header_short(what);
-    // Every rule is checked as soon as its field is read: the first broken rule
-    // in byte order is the one reported.
+    Ok((body, sig))
+}
+
+/// The fixed-size body fields (offsets 16 to 112).
+struct Fixed {
+    flags: u32,
+    state_version: u32,
+    min_version: u32,
+    chunk_size: u32,
+    key_id: KeyId,
+    session_nonce: [u8; 32],
+    stream_id: [u8; 16],
+}
+
+/// Maps running out of header bytes inside `what` to [`header_short`].
+fn hs(what: &'static str) -> impl Fn(mdevmig_plugin_api::Short) -> Error {
+    move |_| header_short(what)
+}
+
+/// Reads flags through stream_id, checking each field's rule once it is read.
+fn decode_fixed(r: &mut Reader<'_>) -> Result<Fixed> {
     let flags = r.u32_le("flags").map_err(hs("flags"))?;
     check_flags(flags)?;
     let state_version = r.u32_le("state_version").map_err(hs("state_version"))?;
@@ -475,8 +526,20 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
     let session_nonce = *r.take_array::<32>("session_nonce").map_err(hs("session_nonce"))?;
     check_nonce(flags, &session_nonce)?;
     let stream_id = *r.take_array::<16>("stream_id").map_err(hs("stream_id"))?;
-    let vendor = name(r, "vendor", MAX_VENDOR_LEN)?;
-    let device_type = name(r, "device type", MAX_TYPE_LEN)?;
+    Ok(Fixed {
+        flags,
+        state_version,
+        min_version,
+        chunk_size,
+        key_id,
+        session_nonce,
+        stream_id,
+    })
+}
+
+/// Reads attr_count and the attributes: each name, its order against the
+/// previous one, the value's length, then the value.
+fn decode_attributes(r: &mut Reader<'_>) -> Result<std::collections::BTreeMap<String, String>> {
     let attr_count = r.u8("attr_count").map_err(hs("attr_count"))?;
     check_attr_count(usize::from(attr_count))?;
     let mut attributes = std::collections::BTreeMap::new();
@@ -489,22 +552,32 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
                 format!("attribute {k} is not after {l}"),
             ));
         }
-        let len = r.u8("attribute value").map_err(hs("attribute value"))?;
-        if len > MAX_ATTR_LEN {
-            return Err(Error::new(
-                Code::StringTooLong,
-                format!("attribute value length {len} above {MAX_ATTR_LEN}"),
-            ));
-        }
-        let v = r
-            .take(usize::from(len), "attribute value")
-            .map_err(hs("attribute value"))?;
-        check_value(v)?;
+        let v = attribute_value(r)?;
         last = Some(k.clone());
-        let v = String::from_utf8(v.to_vec())
-            .map_err(|_| Error::new(Code::BadString, "attribute value is not ASCII"))?;
         attributes.insert(k, v);
     }
+    Ok(attributes)
+}
+
+/// Reads one attribute value: its length against the cap, then its bytes.
+fn attribute_value(r: &mut Reader<'_>) -> Result<String> {
+    let len = r.u8("attribute value").map_err(hs("attribute value"))?;
+    if len > MAX_ATTR_LEN {
+        return Err(Error::new(
+            Code::StringTooLong,
+            format!("attribute value length {len} above {MAX_ATTR_LEN}"),
+        ));
+    }
+    let v = r
+        .take(usize::from(len), "attribute value")
+        .map_err(hs("attribute value"))?;
+    check_value(v)?;
+    String::from_utf8(v.to_vec()).map_err(|_| Error::new(Code::BadString, "attribute value is not ASCII"))
+}
+
+/// Reads section_count and the section table, checking each entry's name,
+/// its uniqueness, its flags and the running total of lengths in that order.
+fn decode_sections(r: &mut Reader<'_>) -> Result<Vec<SectionEntry>> {
     let count = r.u16_le("section_count").map_err(hs("section_count"))?;
     check_section_count(usize::from(count))?;
     // Bounded by MAX_SECTIONS above.
@@ -524,6 +597,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
             length,
         });
     }
+    Ok(sections)
+}
+
+/// No byte may be left between the section table and the signature.
+fn check_consumed(r: &Reader<'_>) -> Result<()> {
     if !r.is_empty() {
         return Err(Error::new(
             Code::HeaderLength,
@@ -533,20 +611,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, [u8; SIGNATURE_LEN])> {
             ),
         ));
     }
-    let header = Header {
-        flags,
-        state_version,
-        min_version,
-        chunk_size,
-        key_id,
-        session_nonce,
-        stream_id,
-        vendor,
-        device_type,
-        attributes,
-        sections,
-    };
-    Ok((header, sig))
+    Ok(())
 }
 
 impl SignedHeader {

@@ -2,23 +2,27 @@
 //!
 //! `spec/wire-format.md` is the normative description; this module implements it.
 //! A stream is a signed header, then signed chunks carrying the sections' data in
-//! table order, then a signed trailer, then end of input:
+//! table order (a streamed section's chunks followed by its signed end record),
+//! then a signed trailer, then end of input:
 //!
 //! ```text
-//! +--------------------------------------------------------------+
-//! | header: prefix(16) body(...) section table(...) sig(64)      |  <= 8192 bytes
-//! +--------------------------------------------------------------+
+//! +---------------------------------------------------------------+
+//! | header: prefix(16) body(...) section table(...) sig(64)       |  <= 8192 bytes
+//! +---------------------------------------------------------------+
 //! | chunk 0: kind=1 rsv sect(2) len(4) seq(8) off(8) sig(64) data |
-//! | chunk 1: ...                                                 |
-//! +--------------------------------------------------------------+
-//! | trailer: kind=2 rsv(7) chunks(8) total(8) sig(64)            |
-//! +--------------------------------------------------------------+
+//! | chunk 1: ...                                                  |
+//! | end:     kind=3 rsv sect(2) rsv(4) seq(8) len(8) sig(64)      |  streamed sections only
+//! +---------------------------------------------------------------+
+//! | trailer: kind=2 rsv(7) chunks(8) total(8) sig(64)             |
+//! +---------------------------------------------------------------+
 //! ```
 //!
-//! Every integer is little-endian. The header declares every section's exact length
-//! and the chunk size, so the reader knows in advance the exact section, offset and
-//! length of every chunk and when the trailer must come: one valid encoding per
-//! message, and any deviation is an error with its own code.
+//! Every integer is little-endian. The header declares the chunk size and every
+//! section's exact length (for a streamed section, a bound on it), so the reader
+//! knows in advance the section and offset of every chunk, its length except where
+//! a streamed section ends (which a signed end record marks), and when the trailer
+//! must come: one valid encoding per message, and any deviation is an error with
+//! its own code.
 //!
 //! Each chunk signature covers the header digest (which binds the key, the session
 //! nonce and a random stream id), the chunk's position and SHA-256 of its data. A

@@ -1,6 +1,4 @@
-//! Chunk and trailer records.
-//!
-//! Chunk, trailer and section end records.
+//! Chunk, trailer and section end records (`spec/wire-format.md` §4).
 //!
 //! All start with the same 88-byte frame: 24 bytes of fields, then a 64-byte
 //! ed25519 signature. A chunk's data follows its frame.
@@ -171,79 +169,94 @@ impl Writer<'_> {
     }
 }
 
-/// Decodes an 88-byte frame.
+/// Decodes an 88-byte frame field by field: the kind, then the kind's reserved
+/// bytes (`spec/wire-format.md` §4), then its other fields.
 pub fn decode_frame(frame: &[u8; FRAME_LEN]) -> Result<Frame> {
     let mut r = Reader::new(frame);
-    let t = |_| Error::new(Code::Truncated, "record frame");
-    let kind = r.u8("kind").map_err(t)?;
+    let kind = r.u8("kind").map_err(truncated)?;
     match kind {
-        KIND_CHUNK => {
-            let reserved = r.u8("reserved").map_err(t)?;
-            if reserved != 0 {
-                return Err(Error::new(
-                    Code::ReservedNonzero,
-                    "chunk reserved byte is not zero",
-                ));
-            }
-            let section_index = r.u16_le("section_index").map_err(t)?;
-            let data_len = r.u32_le("data_len").map_err(t)?;
-            let seq = r.u64_le("seq").map_err(t)?;
-            let offset = r.u64_le("offset").map_err(t)?;
-            let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(t)?;
-            Ok(Frame::Chunk(
-                ChunkRecord {
-                    section_index,
-                    data_len,
-                    seq,
-                    offset,
-                },
-                sig,
-            ))
-        }
-        KIND_TRAILER => {
-            let reserved = r.take_array::<7>("reserved").map_err(t)?;
-            if *reserved != [0; 7] {
-                return Err(Error::new(
-                    Code::ReservedNonzero,
-                    "trailer reserved bytes are not zero",
-                ));
-            }
-            let chunk_count = r.u64_le("chunk_count").map_err(t)?;
-            let total_len = r.u64_le("total_len").map_err(t)?;
-            let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(t)?;
-            Ok(Frame::Trailer(
-                Trailer {
-                    chunk_count,
-                    total_len,
-                },
-                sig,
-            ))
-        }
-        KIND_END => {
-            let reserved = r.u8("reserved").map_err(t)?;
-            let section_index = r.u16_le("section_index").map_err(t)?;
-            let reserved2 = r.take_array::<4>("reserved").map_err(t)?;
-            if reserved != 0 || *reserved2 != [0; 4] {
-                return Err(Error::new(
-                    Code::ReservedNonzero,
-                    "section end reserved bytes are not zero",
-                ));
-            }
-            let seq = r.u64_le("seq").map_err(t)?;
-            let length = r.u64_le("length").map_err(t)?;
-            let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(t)?;
-            Ok(Frame::End(
-                SectionEnd {
-                    section_index,
-                    seq,
-                    length,
-                },
-                sig,
-            ))
-        }
+        KIND_CHUNK => decode_chunk(&mut r),
+        KIND_TRAILER => decode_trailer(&mut r),
+        KIND_END => decode_end(&mut r),
         other => Err(Error::new(
             Code::BadRecordKind,
             format!("record kind {other} is not chunk (1), trailer (2) or section end (3)"),
         )),
     }
+}
+
+/// A frame shorter than its fields (unreachable with an 88-byte frame).
+fn truncated(_: mdevmig_plugin_api::Short) -> Error {
+    Error::new(Code::Truncated, "record frame")
+}
+
+/// A chunk frame after its kind byte.
+fn decode_chunk(r: &mut Reader<'_>) -> Result<Frame> {
+    let reserved = r.u8("reserved").map_err(truncated)?;
+    if reserved != 0 {
+        return Err(Error::new(
+            Code::ReservedNonzero,
+            "chunk reserved byte is not zero",
+        ));
+    }
+    let section_index = r.u16_le("section_index").map_err(truncated)?;
+    let data_len = r.u32_le("data_len").map_err(truncated)?;
+    let seq = r.u64_le("seq").map_err(truncated)?;
+    let offset = r.u64_le("offset").map_err(truncated)?;
+    let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(truncated)?;
+    Ok(Frame::Chunk(
+        ChunkRecord {
+            section_index,
+            data_len,
+            seq,
+            offset,
+        },
+        sig,
+    ))
+}
+
+/// A trailer frame after its kind byte.
+fn decode_trailer(r: &mut Reader<'_>) -> Result<Frame> {
+    let reserved = r.take_array::<7>("reserved").map_err(truncated)?;
+    if *reserved != [0; 7] {
+        return Err(Error::new(
+            Code::ReservedNonzero,
+            "trailer reserved bytes are not zero",
+        ));
+    }
+    let chunk_count = r.u64_le("chunk_count").map_err(truncated)?;
+    let total_len = r.u64_le("total_len").map_err(truncated)?;
+    let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(truncated)?;
+    Ok(Frame::Trailer(
+        Trailer {
+            chunk_count,
+            total_len,
+        },
+        sig,
+    ))
+}
+
+/// A section end frame after its kind byte: both reserved fields are checked
+/// together, after section_index is read.
+fn decode_end(r: &mut Reader<'_>) -> Result<Frame> {
+    let reserved = r.u8("reserved").map_err(truncated)?;
+    let section_index = r.u16_le("section_index").map_err(truncated)?;
+    let reserved2 = r.take_array::<4>("reserved").map_err(truncated)?;
+    if reserved != 0 || *reserved2 != [0; 4] {
+        return Err(Error::new(
+            Code::ReservedNonzero,
+            "section end reserved bytes are not zero",
+        ));
+    }
+    let seq = r.u64_le("seq").map_err(truncated)?;
+    let length = r.u64_le("length").map_err(truncated)?;
+    let sig = *r.take_array::<SIGNATURE_LEN>("signature").map_err(truncated)?;
+    Ok(Frame::End(
+        SectionEnd {
+            section_index,
+            seq,
+            length,
+        },
+        sig,
+    ))
 }

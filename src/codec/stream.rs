@@ -1,7 +1,8 @@
 //! Streaming writer and reader for whole envelopes.
 //!
 //! [`StreamWriter`] takes section data in table order, cuts it into canonical
-//! chunks, signs each and writes the trailer at [`StreamWriter::finish`].
+//! chunks, signs each, writes a streamed section's end record at
+//! [`StreamWriter::end_section`] and the trailer at [`StreamWriter::finish`].
 //!
 //! [`StreamReader`] reads the header through an 8 KiB cap, checks the key, the
 //! signature and the session binding, and then hands out chunks one by one, each
@@ -33,11 +34,12 @@ const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 
 /// The chunk size `save` uses unless told otherwise, for this machine: 1 MiB
 /// ([`super::limits::DEFAULT_CHUNK_SIZE`]), or 512 KiB when 1 MiB chunks would
-/// not let every hashing worker hold two full batches within
-/// [`MAX_IN_FLIGHT_BYTES`]: sixteen-lane AVX-512 batches on two or more cores
-/// (or SHA-NI pairs on nine or more). It follows the engine the process picked
-/// ([`mdevmig_sha2x::engine`]), so on a CPU where SHA-NI and AVX-512 are close it
-/// can differ between runs unless `MDEVMIG_SHA256_ENGINE` pins the engine.
+/// not let every hashing worker hold two full batches within the 32 MiB of
+/// `MAX_IN_FLIGHT_BYTES`: sixteen-lane AVX-512 batches on two or more cores
+/// (SHA-NI pairs on nine or more, one-message `sha2` batches on seventeen or
+/// more). It follows the engine the process picked ([`mdevmig_sha2x::engine`]),
+/// so on a CPU where SHA-NI and AVX-512 are close it can differ between runs
+/// unless `MDEVMIG_SHA256_ENGINE` pins the engine.
 ///
 /// Each chunk costs a signature (about 17 us to sign and 48 us to verify, next
 /// to 170 us to hash 512 KiB in AVX-512 lanes), so chunks stay large; but with
@@ -481,6 +483,14 @@ pub struct StreamReader<R: Read> {
     position: u64,
 }
 
+/// A chunk whose signature does not verify (`auth.bad_chunk_signature`).
+fn bad_chunk_signature(rec: &ChunkRecord) -> Error {
+    Error::new(
+        Code::BadChunkSignature,
+        format!("chunk {} fails its signature", rec.seq),
+    )
+}
+
 fn read_exact_or(src: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
     src.read_exact(buf).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -801,14 +811,20 @@ impl<R: Read> StreamReader<R> {
     }
 
     /// The checks of a verified-or-not chunk where a chunk may stand, in the
-    /// order `spec/wire-format.md` §5 gives: signature, sequence, position, length.
+    /// order `spec/wire-format.md` §5 gives (steps 5 to 8): signature, sequence,
+    /// position, length.
     fn check_chunk(&mut self, rec: &ChunkRecord, signature_ok: bool, expect: Expect) -> Result<()> {
         if !signature_ok {
-            return Err(Error::new(
-                Code::BadChunkSignature,
-                format!("chunk {} fails its signature", rec.seq),
-            ));
+            return Err(bad_chunk_signature(rec));
         }
+        self.check_seq(rec)?;
+        self.check_position(rec)?;
+        self.check_length(rec, expect)
+    }
+
+    /// Step 6: a `seq` below the reader's is a duplicate; above it, the
+    /// look-ahead tells a reordered chunk from a dropped one.
+    fn check_seq(&mut self, rec: &ChunkRecord) -> Result<()> {
         if rec.seq < self.seq {
             return Err(Error::new(
                 Code::ChunkDuplicated,
@@ -822,6 +838,11 @@ impl<R: Read> StreamReader<R> {
         if rec.seq > self.seq {
             return Err(self.classify_gap(rec.seq));
         }
+        Ok(())
+    }
+
+    /// Step 7: the chunk's section and offset are the reader's.
+    fn check_position(&self, rec: &ChunkRecord) -> Result<()> {
         let index_ok = usize::from(rec.section_index) == self.section;
         if !index_ok || rec.offset != self.offset {
             return Err(Error::new(
@@ -832,6 +853,13 @@ impl<R: Read> StreamReader<R> {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Step 8: the chunk's length against what is expected: the canonical
+    /// length in an exact section; in a streamed one, nothing at its bound,
+    /// nothing after a short chunk, and never past the bound.
+    fn check_length(&self, rec: &ChunkRecord, expect: Expect) -> Result<()> {
         let len = u64::from(rec.data_len);
         match expect {
             Expect::Chunk(canonical) if len != canonical => Err(Error::new(
@@ -924,70 +952,86 @@ impl<R: Read> StreamReader<R> {
         Ok(())
     }
 
+    /// The record where the trailer is expected (`spec/wire-format.md` §5, "The
+    /// end"): only a verified trailer that matches what the stream carried,
+    /// followed by the end of input, completes the stream.
     fn finish(&mut self, item: Ahead) -> Result<()> {
         match item {
             Ahead::Failed(e) => return Err(e),
             Ahead::Chunk(_) => return Err(Error::new(Code::Internal, "unhashed chunk")),
-            Ahead::End(end, sig) => {
-                self.check_end_signature(&end, &sig)?;
-                return Err(Error::new(
-                    Code::ChunkMismatch,
-                    format!(
-                        "an end record for section {} where the trailer belongs",
-                        end.section_index
-                    ),
-                ));
-            }
-            Ahead::Trailer(t, sig) => {
-                if !crate::auth::verify(&self.ctx.0, &t.signed_message(&self.header.digest), &sig) {
-                    return Err(Error::new(
-                        Code::BadTrailerSignature,
-                        "the trailer signature does not verify",
-                    ));
-                }
-                if t.chunk_count != self.seq || t.total_len != self.received {
-                    return Err(Error::new(
-                        Code::TrailerMismatch,
-                        format!(
-                            "trailer says {} chunks / {} bytes; the stream carried {} / {}",
-                            t.chunk_count, t.total_len, self.seq, self.received
-                        ),
-                    ));
-                }
-            }
-            Ahead::Ready(d) => {
-                // A chunk where the trailer belongs: its signature says whether it
-                // is ours; then a duplicate, or a chunk the header has no room for.
-                let rec = d.rec;
-                if !d.ok {
-                    return Err(Error::new(
-                        Code::BadChunkSignature,
-                        format!("chunk {} fails its signature", rec.seq),
-                    ));
-                }
-                if rec.seq < self.seq {
-                    return Err(Error::new(
-                        Code::ChunkDuplicated,
-                        format!("chunk {} arrived again after the last chunk", rec.seq),
-                    ));
-                }
-                return Err(Error::new(
-                    Code::ChunkMismatch,
-                    format!("chunk {} is beyond the sections' declared lengths", rec.seq),
-                ));
-            }
+            Ahead::End(end, sig) => return Err(self.end_past_the_sections(&end, &sig)),
+            Ahead::Ready(d) => return Err(self.chunk_past_the_sections(&d.rec, d.ok)),
+            Ahead::Trailer(t, sig) => self.check_trailer(&t, &sig)?,
         }
+        self.check_input_ended()?;
+        self.done = true;
+        Ok(())
+    }
+
+    /// A section end record where the trailer belongs: its signature, then
+    /// `format.chunk_mismatch`.
+    fn end_past_the_sections(&self, end: &SectionEnd, sig: &[u8; SIGNATURE_LEN]) -> Error {
+        if let Err(e) = self.check_end_signature(end, sig) {
+            return e;
+        }
+        Error::new(
+            Code::ChunkMismatch,
+            format!(
+                "an end record for section {} where the trailer belongs",
+                end.section_index
+            ),
+        )
+    }
+
+    /// A chunk where the trailer belongs: its signature says whether it is
+    /// ours; then a duplicate, or a chunk the header has no room for.
+    fn chunk_past_the_sections(&self, rec: &ChunkRecord, signature_ok: bool) -> Error {
+        if !signature_ok {
+            return bad_chunk_signature(rec);
+        }
+        if rec.seq < self.seq {
+            return Error::new(
+                Code::ChunkDuplicated,
+                format!("chunk {} arrived again after the last chunk", rec.seq),
+            );
+        }
+        Error::new(
+            Code::ChunkMismatch,
+            format!("chunk {} is beyond the sections' declared lengths", rec.seq),
+        )
+    }
+
+    /// The trailer: its signature, then its counts against the stream's.
+    fn check_trailer(&self, t: &Trailer, sig: &[u8; SIGNATURE_LEN]) -> Result<()> {
+        if !crate::auth::verify(&self.ctx.0, &t.signed_message(&self.header.digest), sig) {
+            return Err(Error::new(
+                Code::BadTrailerSignature,
+                "the trailer signature does not verify",
+            ));
+        }
+        if t.chunk_count != self.seq || t.total_len != self.received {
+            return Err(Error::new(
+                Code::TrailerMismatch,
+                format!(
+                    "trailer says {} chunks / {} bytes; the stream carried {} / {}",
+                    t.chunk_count, t.total_len, self.seq, self.received
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Nothing may follow the trailer.
+    fn check_input_ended(&mut self) -> Result<()> {
         let mut probe = [0u8; 1];
         loop {
             match self.src.read(&mut probe) {
-                Ok(0) => break,
+                Ok(0) => return Ok(()),
                 Ok(_) => return Err(Error::new(Code::TrailingData, "bytes follow the trailer")),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io(Code::IoRead, "reading after the trailer", &e)),
             }
         }
-        self.done = true;
-        Ok(())
     }
 
     /// Data bytes verified and handed out so far.

@@ -195,7 +195,7 @@ impl Descriptor {
         } else {
             Box::new(std::fs::File::open(path).map_err(|e| Error::io(Code::IoOpen, path, &e))?)
         };
-        let text = read_capped(
+        let text = crate::fsutil::read_capped(
             src,
             MAX_DESCRIPTOR,
             path,
@@ -321,32 +321,9 @@ impl Descriptor {
     }
 }
 
-/// Reads `src` as UTF-8 text of at most `cap` bytes: the one capped read of the
-/// files mdevmig parses whole (descriptors, policies, key files). It stops one byte
-/// past the cap, so a huge or endless input costs no more than the cap:
-/// `limit.input_too_large` ("`name`: `too_large`") past it, `read_error` when
-/// reading fails or the text is not UTF-8.
-pub(crate) fn read_capped(
-    src: impl Read,
-    cap: u64,
-    name: impl fmt::Display,
-    too_large: &str,
-    read_error: Code,
-) -> Result<String> {
-    let mut text = String::new();
-    let n = src
-        .take(cap.saturating_add(1))
-        .read_to_string(&mut text)
-        .map_err(|e| Error::io(read_error, &name, &e))?;
-    if u64::try_from(n).map_or(true, |n| n > cap) {
-        return Err(Error::new(Code::InputTooLarge, format!("{name}: {too_large}")));
-    }
-    Ok(text)
-}
-
 /// The minimum version a state of `target` declares: the oldest loader version
 /// that knows every required section of it.
-pub fn min_version_for(plugin: &dyn VendorPlugin, info: &DeviceInfo, target: u32) -> u32 {
+pub(crate) fn min_version_for(plugin: &dyn VendorPlugin, info: &DeviceInfo, target: u32) -> u32 {
     let Ok(ours) = plugin.sections(info, target) else {
         return target;
     };
@@ -613,7 +590,7 @@ fn finish(v0: u32, mut verdict: Verdict, alternative: Option<(u32, Verdict)>, co
 /// [`MAX_DESCRIPTOR`] bytes (`limit.input_too_large`).
 pub fn load_policy(path: &Path) -> Result<Policy> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
-    let text = read_capped(
+    let text = crate::fsutil::read_capped(
         f,
         MAX_DESCRIPTOR,
         path.display(),
@@ -690,7 +667,8 @@ mod tests {
 
     #[test]
     fn capped_reads_refuse_one_byte_past_the_cap() {
-        let read = |bytes: &[u8], code| read_capped(bytes, 4, "f", "larger than 4 bytes", code);
+        let read =
+            |bytes: &[u8], code| crate::fsutil::read_capped(bytes, 4, "f", "larger than 4 bytes", code);
         assert_eq!(read(b"abcd", Code::BadDescriptor).unwrap(), "abcd");
         assert_eq!(
             read(b"abcde", Code::BadDescriptor).unwrap_err(),

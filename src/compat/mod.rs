@@ -85,7 +85,13 @@
 //! # Ok::<(), mdevmig::Error>(())
 //! ```
 
-pub mod descriptor;
+mod descriptor;
+
+pub(crate) use descriptor::min_version_for;
+pub use descriptor::{
+    check, describe, labels, load_policy, CheckResult, Descriptor, Kinds, Labels, SectionDesc, VersionDesc,
+    Window, LABEL_HORIZON, LABEL_PREFIX, MAX_DESCRIPTOR, SCHEMA,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 

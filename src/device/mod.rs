@@ -3,12 +3,13 @@
 //!
 //! | backend | spec | what it is |
 //! | --- | --- | --- |
-//! | [`sim`] | `sim:<plugin>/<type>[,seed=N][,key=value...]` | a simulated device obeying the kernel's state machine exactly; the embedded default |
-//! | [`file`] | `file:<path>,plugin=<p>,type=<t>` | raw vendor state in a file (offline images, imports) |
-//! | [`vfio`] | `vfio:<mdev uuid or sysfs path>` | a real mdev or VFIO PCI device through vfio-ioctls |
+//! | [`SimDevice`] | `sim:<plugin>/<type>[,seed=N][,key=value...]` | a simulated device obeying the kernel's state machine exactly; the embedded default |
+//! | [`FileDevice`] | `file:<path>,plugin=<p>,type=<t>` | raw vendor state in a file (offline images, imports) |
+//! | [`VfioBackend`] | `vfio:<mdev uuid or sysfs path>` | a real mdev or VFIO PCI device through vfio-ioctls |
 //!
 //! The trait is the kernel's interface, not a convenience layer over it: state
-//! changes walk the kernel's arcs ([`fsm`]), entering a saving or resuming state opens
+//! changes walk the kernel's arcs (those of `vfio_mig_get_next_state()` in
+//! drivers/vfio/vfio_main.c), entering a saving or resuming state opens
 //! the data stream, PRE_COPY reports initial and dirty bytes and a temporary end of
 //! data, and RESUMING to STOP is where the device does its final consistency check.
 
