@@ -58,25 +58,25 @@
 //! tampered[last] ^= 1;
 //! let (mut other, _) = device::open(&spec, &registry)?;
 //! let refused = mdevmig::restore(&mut *other, &registry, &trust, &tampered[..], &opts).unwrap_err();
-//! assert_eq!(refused.code.group(), mdevmig::error::Group::Auth);
+//! assert_eq!(refused.code.group(), mdevmig::Group::Auth);
 //! # Ok(())
 //! # }
 //! ```
 
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod compat;
 pub mod device;
-pub mod error;
+mod error;
 pub mod fsutil;
 pub mod plugins;
 pub mod sandbox;
 
-pub use error::{Code, Error, Result};
+pub use error::{Code, Error, Group, Result};
 
 pub use auth::{SigningKeyPair, TrustStore};
 pub use broker::{restore, save, RestoreOptions, RestoreReport, SaveOptions, SaveReport};

@@ -5,7 +5,7 @@ use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::codec::header::{Header, SectionEntry};
 use mdevmig::codec::stream::{ReadOptions, StreamReader, StreamWriter};
 use mdevmig::codec::SECTION_REQUIRED;
-use mdevmig::error::Code;
+use mdevmig::Code;
 
 const CS: usize = 4096;
 

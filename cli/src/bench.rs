@@ -23,7 +23,7 @@ use super::output::Out;
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::codec::stream::{ReadOptions, StreamReader};
 use mdevmig::device::{self, DataRead, DeviceSpec, MigState};
-use mdevmig::error::{Code, Error, Result};
+use mdevmig::{Code, Error, Result};
 use mdevmig::plugins::Registry;
 
 /// Environment variable naming the directory for the bench's stream files

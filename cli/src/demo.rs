@@ -10,7 +10,7 @@ use mdevmig::auth::{hex, SigningKeyPair, TrustStore};
 use mdevmig::broker::{self, RestoreOptions, SaveOptions};
 use mdevmig::compat;
 use mdevmig::device::{self, DeviceSpec, MigrationDevice};
-use mdevmig::error::{Code, Error, Result};
+use mdevmig::{Code, Error, Result};
 use mdevmig::plugins::Registry;
 
 fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, device::HostOverrides)> {

@@ -14,7 +14,7 @@ use super::{open_input, output::Out};
 use mdevmig::codec::header::Header;
 use mdevmig::codec::record::{decode_frame, Frame, FRAME_LEN};
 use mdevmig::codec::stream::{read_header_unverified, ReadOptions, StreamReader};
-use mdevmig::error::{Code, Error, Result};
+use mdevmig::{Code, Error, Result};
 
 struct Walk {
     chunks: u64,

@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use mdevmig::auth::{SigningKeyPair, TrustStore};
-use mdevmig::error::{Code, Error, Result};
+use mdevmig::{Code, Error, Result};
 use output::Out;
 
 /// Authenticated, validated live migration of device state.

@@ -14,7 +14,7 @@ use mdevmig::broker::{self, RestoreOptions, SaveOptions};
 use mdevmig::compat::Policy;
 use mdevmig::compat::{self as descriptor, Descriptor};
 use mdevmig::device::{self, DeviceSpec};
-use mdevmig::error::{Code, Error, Result};
+use mdevmig::{Code, Error, Result};
 use mdevmig::plugins::Registry;
 
 /// Shows progress on stderr when it is a terminal and the state is large.

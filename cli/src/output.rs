@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use mdevmig::error::Error;
+use mdevmig::Error;
 
 /// Output mode of a command.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::migrate::attributes_text;
 use super::output::Out;
 use mdevmig::compat::Window;
-use mdevmig::error::Result;
+use mdevmig::Result;
 use mdevmig::plugins::Registry;
 
 /// One device type of a plugin, as `plugins --json` prints it.

@@ -39,7 +39,7 @@ use mdevmig::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_T
 use mdevmig::codec::stream::{read_header_unverified, ReadOptions, StreamReader, StreamWriter};
 use mdevmig::codec::{CHUNK_CONTEXT, END_CONTEXT, TRAILER_CONTEXT};
 use mdevmig::compat::{self, Policy};
-use mdevmig::error::{Code, Result};
+use mdevmig::{Code, Result};
 
 /// Seed of the test signer (`spec/vectors/keys/test-signer.key`; public, tests only).
 pub const TEST_SIGNER_SEED: [u8; 32] = [0x5e; 32];
