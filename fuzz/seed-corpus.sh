@@ -4,12 +4,13 @@
 #   envelope_header  the header (its first header_len bytes) of each of those
 #   others           seeds/<target>/ (plugin states, policies, streamed-section
 #                    vectors and record scripts, Xe packet streams; written by
-#                    `cargo test --test mutation -- --ignored write_fuzz_seeds`)
+#                    `cargo test --test mutation -- --ignored write_fuzz_seeds`;
+#                    seeds/sha2x_differential/ holds hand-made message batches)
 # and every committed crash regression in regressions/<target>/. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
 targets=(envelope_header stream_reader policy plugin_mtty plugin_hisi_acc plugin_simgpu
-    stream_reader_streamed xe_validator_splits)
+    stream_reader_streamed xe_validator_splits sha2x_differential)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
 done

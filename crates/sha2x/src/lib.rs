@@ -1,42 +1,50 @@
 //! Many SHA-256 digests at once on one core ("multi-buffer" hashing).
 //!
 //! A single SHA-256 stream cannot go faster than its round function's
-//! dependency chain allows. Chunks of an envelope are hashed independently, so a
-//! worker that holds several interleaves them, with one of three engines
-//! ([`Engine`]), picked once per process ([`engine`]):
+//! dependency chain allows. Independent messages can be interleaved instead: in
+//! mdevmig, the crate this one was written for, every chunk of a migration
+//! envelope is signed over the SHA-256 of its data alone, so a hashing worker
+//! holds several chunks and hashes them together. This crate does that with one
+//! of three engines ([`Engine`]), picked once per process ([`engine`]):
 //!
 //! * **SHA-NI pairs** ([`digest2`]): every `sha256rnds2` (two rounds) waits for
 //!   the previous one, which leaves the unit idle half the time on AMD cores; two
-//!   streams' rounds interleaved fill those gaps. On the 2-core AMD EPYC (Zen 3)
-//!   one core hashes two 1 MiB chunks at 2.7 GB/s where the `sha2` crate hashes
+//!   streams' rounds interleaved fill those gaps. On a 2-core AMD EPYC (Zen 3)
+//!   one core hashes two 1 MiB messages at 2.7 GB/s where the `sha2` crate hashes
 //!   one at 1.57 GB/s. On Intel cores the round instruction is bound to one
 //!   port and pairs gain only 1.2x.
 //! * **AVX-512, sixteen lanes**: the round function in 512-bit integer
 //!   operations (rotates and three-input logic are single instructions), one
-//!   message per 32-bit lane. On the 2-core Xeon (model 207) one core hashes
-//!   sixteen chunks at 2.75 GB/s against 1.33 GB/s for `sha2` and 1.67 for
-//!   SHA-NI pairs.
+//!   message per 32-bit lane. On a 2-core Xeon (model 207) one core hashes
+//!   sixteen 1 MiB messages at 2.75 GB/s against 1.33 GB/s for `sha2` and 1.67
+//!   for SHA-NI pairs.
 //! * **`sha2`**, one message after another, where neither is available.
 //!
 //! When a CPU has both SHA-NI and AVX-512 (Intel since Ice Lake, AMD since Zen
-//! 4), a one-time calibration of well under a millisecond picks the faster.
-//! `mdevmig bench` prints the chosen engine's rate.
+//! 4), a one-time calibration of well under a millisecond picks the faster;
+//! [`ENGINE_ENV`] overrides the choice. mdevmig's `bench` command prints the
+//! chosen engine's rate. [`digest_batch`] hashes a batch with the process's
+//! engine; [`Engine::digest_into`] with a given one.
 //!
-//! The output is plain SHA-256 (FIPS 180-4); nothing in the format changes. The
-//! tests compare every engine with the `sha2` crate on every length up to
-//! several blocks, in every lane position, on batches of every size up to 17,
-//! and on large inputs.
+//! The output is plain SHA-256 (FIPS 180-4). The tests compare every engine
+//! with the `sha2` crate on every length up to 200 bytes and from 256 to 600
+//! (in the first, a middle and the last lane of a sixteen-message batch, next
+//! to lanes of other lengths), on batches of every size up to 17, on outputs
+//! shorter and longer than the batch, and on inputs of 1 MiB;
+//! `reports_the_engines` prints which engines this CPU ran natively. The fuzz
+//! target `sha2x_differential` (in the repository's `fuzz/` directory)
+//! compares every engine with the `sha2` crate on arbitrary batches of
+//! arbitrary lengths.
 //!
-//! This crate imports nothing from mdevmig and holds the workspace's only
-//! `unsafe` code besides the VFIO ioctl boundary (`mdevmig`'s `device::vfio`).
-//! The intrinsics are `unsafe` because they need CPU features, which are checked
-//! at run time before a kernel is called (a kernel is reachable only through a
-//! `Features` token that detection makes); the kernels read only whole
-//! `[u8; 64]` blocks and write only the states they are given. The fuzz target
-//! `sha2x_differential` (in mdevmig's `fuzz/`) compares every engine with the
-//! `sha2` crate on arbitrary batches of arbitrary lengths.
+//! This crate depends on nothing but `sha2`. Its `unsafe` code is the two
+//! x86-64 kernel modules: the intrinsics are `unsafe` because they need CPU
+//! features, which are checked at run time before a kernel is called (a kernel
+//! is reachable only through a `Features` token that detection makes); the
+//! kernels read only whole `[u8; 64]` blocks and write only the states they are
+//! given. On other architectures only the `sha2` engine exists.
 
 #![deny(
+    missing_docs,
     unsafe_code,
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
@@ -200,6 +208,24 @@ fn calibrate() -> Engine {
 /// `out[i]` = SHA-256 of `msgs[i]`, with this process's [`engine`]; too few
 /// messages to fill AVX-512's lanes go to SHA-NI pairs, or to `sha2` on a CPU
 /// without SHA-NI (one message in sixteen lanes is five times slower).
+///
+/// As with [`Engine::digest_into`], only the first `min(msgs.len(), out.len())`
+/// outputs are written; the rest of `out` is left as it was.
+///
+/// ```
+/// use mdevmig_sha2x::{digest_batch, Digest32};
+/// use sha2::{Digest, Sha256};
+///
+/// let big = vec![0x5a; 100_000];
+/// let msgs: [&[u8]; 3] = [b"abc", b"", &big];
+/// let mut out: [Digest32; 4] = [[0xff; 32]; 4];
+/// digest_batch(&msgs, &mut out);
+/// for (m, d) in msgs.iter().zip(&out) {
+///     assert_eq!(d[..], Sha256::digest(m)[..]);
+/// }
+/// assert_eq!(out[0][..4], [0xba, 0x78, 0x16, 0xbf]); // FIPS 180-2 appendix B.1, "abc"
+/// assert_eq!(out[3], [0xff; 32]); // no message for it: untouched
+/// ```
 pub fn digest_batch(msgs: &[&[u8]], out: &mut [Digest32]) {
     engine_for(engine(), msgs.len()).digest_into(msgs, out);
 }
@@ -230,6 +256,7 @@ mod shani {
     /// A SHA-256 digest.
     pub type Digest32 = [u8; 32];
 
+    /// Bytes in a SHA-256 block.
     pub(super) const BLOCK: usize = 64;
 
     /// FIPS 180-4 §4.2.2.
@@ -312,6 +339,7 @@ mod shani {
         0x5be0_cd19,
     ];
 
+    /// Whether the CPU has every feature [`compress2`] is compiled for.
     pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("sha")
             && std::arch::is_x86_feature_detected!("sse2")
@@ -350,6 +378,7 @@ mod shani {
         (blocks, n)
     }
 
+    /// The digest of a final state: its words big-endian (FIPS 180-4 §6.2.2).
     pub(super) fn to_bytes(state: &[u32; 8]) -> Digest32 {
         let mut out = [0u8; 32];
         for (o, w) in out.chunks_exact_mut(4).zip(state) {
@@ -535,7 +564,7 @@ mod shani {
 /// Sixteen SHA-256 streams at once in the lanes of AVX-512 registers.
 ///
 /// SHA-NI's round instruction is tied to one execution port on Intel cores, so
-/// interleaving two streams gains little there (1.2x measured on the 2-core
+/// interleaving two streams gains little there (1.2x measured on a 2-core
 /// Xeon, model 207); the round function written in 512-bit integer operations
 /// (rotates and three-input logic are single instructions in AVX-512) runs
 /// sixteen independent messages on the vector ports instead.
@@ -556,6 +585,7 @@ mod avx512 {
     /// Lanes in one register.
     pub(super) const LANES: usize = 16;
 
+    /// Whether the CPU has every feature [`compress16`] is compiled for.
     pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
     }
