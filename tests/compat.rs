@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::{restore, save, RestoreOptions, SaveOptions};
-use mdevmig::codec::stream::{StreamReader, StreamWriter};
+use mdevmig::codec::{StreamReader, StreamWriter};
 use mdevmig::compat::{self as descriptor, Descriptor};
 use mdevmig::compat::{effective_window, Policy};
 use mdevmig::device::{self, DeviceSpec};

@@ -64,8 +64,8 @@ use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::broker::{self, RestoreOptions, SaveOptions};
 use mdevmig::codec::header::{Header, SectionEntry};
 use mdevmig::codec::record::{ChunkRecord, SectionEnd, KIND_END};
-use mdevmig::codec::stream::ReadOptions;
-use mdevmig::codec::stream::StreamWriter;
+use mdevmig::codec::ReadOptions;
+use mdevmig::codec::StreamWriter;
 use mdevmig::codec::{Trailer, SECTION_REQUIRED, SECTION_STREAMED};
 use mdevmig::device::{MigState, MigrationDevice};
 use mdevmig::plugins::Registry;
@@ -1539,8 +1539,8 @@ fn read_and_validate(input: &[u8], c: &mdevmig_xe::Config) -> Result<Result<(), 
         expected_nonce: None,
         single_threaded: true,
     };
-    let mut r = mdevmig::codec::stream::StreamReader::open(input, &test_trust(), &opts)
-        .map_err(|e| e.code.as_str())?;
+    let mut r =
+        mdevmig::codec::StreamReader::open(input, &test_trust(), &opts).map_err(|e| e.code.as_str())?;
     let mut v = mdevmig_xe::StreamValidator::new(c);
     while let Some(chunk) = r.next_chunk().map_err(|e| e.code.as_str())? {
         if let Err(e) = v.feed(chunk.data) {

@@ -478,3 +478,36 @@ fn an_environment_variable_does_not_choose_the_validator() {
         "{e}"
     );
 }
+
+/// A descriptor the parent holds without close-on-exec (as a library of an
+/// embedding VMM might open one) is inherited across exec, and the validator
+/// closes it before it reads a byte: once the child has said it is ready, its
+/// `/proc/<pid>/fd` lists only stdin, stdout and stderr.
+#[test]
+fn the_child_closes_every_descriptor_it_inherited() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let leaked = std::fs::File::open("/proc/self/exe").unwrap();
+    // dup(2) makes a copy without FD_CLOEXEC: this one survives the exec.
+    let inheritable = nix::unistd::dup(&leaked).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdevmig-validator"))
+        .arg(mdevmig::sandbox::CHILD_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(inheritable);
+    let mut ready = [0u8; 8];
+    child.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"MDVREADY");
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    drop(child.stdin.take()); // EOF: the child ends
+    assert!(child.wait().unwrap().success());
+    assert_eq!(fds, ["0", "1", "2"], "descriptors the validator kept");
+}

@@ -3,8 +3,8 @@
 
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::codec::header::{Header, SectionEntry};
-use mdevmig::codec::stream::{ReadOptions, StreamReader, StreamWriter};
 use mdevmig::codec::SECTION_REQUIRED;
+use mdevmig::codec::{ReadOptions, StreamReader, StreamWriter};
 use mdevmig::Code;
 
 const CS: usize = 4096;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mdevmig::auth::TrustStore;
-use mdevmig::codec::stream::{ReadOptions, StreamReader};
+use mdevmig::codec::{ReadOptions, StreamReader};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors")

@@ -21,10 +21,10 @@ use sha2::{Digest, Sha256};
 
 use super::output::Out;
 use mdevmig::auth::{SigningKeyPair, TrustStore};
-use mdevmig::codec::stream::{ReadOptions, StreamReader};
+use mdevmig::codec::{ReadOptions, StreamReader};
 use mdevmig::device::{self, DataRead, DeviceSpec, MigState};
-use mdevmig::{Code, Error, Result};
 use mdevmig::plugins::Registry;
+use mdevmig::{Code, Error, Result};
 
 /// Environment variable naming the directory for the bench's stream files
 /// (default: the system's temporary directory).

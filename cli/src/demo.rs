@@ -10,8 +10,8 @@ use mdevmig::auth::{hex, SigningKeyPair, TrustStore};
 use mdevmig::broker::{self, RestoreOptions, SaveOptions};
 use mdevmig::compat;
 use mdevmig::device::{self, DeviceSpec, MigrationDevice};
-use mdevmig::{Code, Error, Result};
 use mdevmig::plugins::Registry;
+use mdevmig::{Code, Error, Result};
 
 fn open(spec: &str, registry: &Registry) -> Result<(Box<dyn MigrationDevice>, device::HostOverrides)> {
     device::open(&spec.parse::<DeviceSpec>()?, registry)

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{open_input, output::Out};
 use mdevmig::codec::header::Header;
 use mdevmig::codec::record::{decode_frame, Frame, FRAME_LEN};
-use mdevmig::codec::stream::{read_header_unverified, ReadOptions, StreamReader};
+use mdevmig::codec::{read_header_unverified, ReadOptions, StreamReader};
 use mdevmig::{Code, Error, Result};
 
 struct Walk {

@@ -14,8 +14,8 @@ use mdevmig::broker::{self, RestoreOptions, SaveOptions};
 use mdevmig::compat::Policy;
 use mdevmig::compat::{self as descriptor, Descriptor};
 use mdevmig::device::{self, DeviceSpec};
-use mdevmig::{Code, Error, Result};
 use mdevmig::plugins::Registry;
+use mdevmig::{Code, Error, Result};
 
 /// Shows progress on stderr when it is a terminal and the state is large.
 pub struct Progress<T> {
@@ -126,9 +126,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         precopy: a.precopy,
         version: a.version,
         session,
-        chunk_size: a
-            .chunk_size
-            .unwrap_or_else(mdevmig::codec::stream::default_chunk_size),
+        chunk_size: a.chunk_size.unwrap_or_else(mdevmig::codec::default_chunk_size),
         omit: Vec::new(),
         produce_window: host.versions,
     };

@@ -16,8 +16,8 @@ use serde_json::json;
 use super::migrate::attributes_text;
 use super::output::Out;
 use mdevmig::compat::Window;
-use mdevmig::Result;
 use mdevmig::plugins::Registry;
+use mdevmig::Result;
 
 /// One device type of a plugin, as `plugins --json` prints it.
 #[derive(Serialize)]

@@ -138,7 +138,7 @@ mod whole_state {
 
     use mdevmig::broker::{self, RestoreOptions, SaveOptions};
     use mdevmig::codec::header::Header;
-    use mdevmig::codec::stream::StreamWriter;
+    use mdevmig::codec::StreamWriter;
     use mdevmig::codec::SECTION_REQUIRED;
     use mdevmig::device::{MigState, MigrationDevice};
     use mdevmig::plugins::Registry;
@@ -166,8 +166,7 @@ mod whole_state {
         )
         .unwrap();
         let mut r =
-            mdevmig::codec::stream::StreamReader::open(&bytes[..], &test_trust(), &Default::default())
-                .unwrap();
+            mdevmig::codec::StreamReader::open(&bytes[..], &test_trust(), &Default::default()).unwrap();
         let header = r.header().header.clone();
         let mut data = vec![Vec::new(); header.sections.len()];
         while let Some(c) = r.next_chunk().unwrap() {

@@ -34,7 +34,7 @@ pub use save::save;
 use std::io::Read;
 
 use crate::auth::TrustStore;
-use crate::codec::stream::ReadOptions;
+use crate::codec::ReadOptions;
 use crate::codec::StreamReader;
 
 use crate::codec::Header;
@@ -67,7 +67,7 @@ impl Default for SaveOptions {
             precopy: false,
             version: None,
             session: None,
-            chunk_size: crate::codec::stream::default_chunk_size(),
+            chunk_size: crate::codec::default_chunk_size(),
             omit: Vec::new(),
             produce_window: None,
         }

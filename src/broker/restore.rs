@@ -22,7 +22,7 @@ use mdevmig_plugin_api::{DeviceInfo, RecordValidator, SectionKind, SectionSpec, 
 use super::guard::DestinationGuard;
 use super::{check_idle, RestoreOptions, RestoreReport};
 use crate::auth::TrustStore;
-use crate::codec::stream::ReadOptions;
+use crate::codec::ReadOptions;
 use crate::codec::{Header, StreamReader, VerifiedChunk};
 use crate::compat::{self, Action, Policy, SectionVerdict, Verdict};
 use crate::device::{MigState, MigrationDevice};

@@ -40,7 +40,7 @@ use crate::auth::{KeyId, SigningKeyPair, SIGNATURE_LEN};
 use crate::error::{Code, Error, Result};
 
 /// Bytes before the variable part: prefix and fixed body.
-pub const FIXED_LEN: usize = 112;
+pub(crate) const FIXED_LEN: usize = 112;
 /// Bytes of the prefix a reader takes before it knows header_len.
 pub const PREFIX_LEN: usize = 16;
 
@@ -337,7 +337,7 @@ impl Header {
 }
 
 /// Checks an attribute value: 1..=32 bytes of `[a-z0-9._:+-]`.
-pub fn check_value(v: &[u8]) -> Result<()> {
+pub(crate) fn check_value(v: &[u8]) -> Result<()> {
     if v.is_empty() {
         return Err(Error::new(Code::BadString, "attribute value is empty"));
     }

@@ -44,11 +44,13 @@
 pub mod header;
 mod pool;
 pub mod record;
-pub mod stream;
+mod stream;
 
 pub use header::{Header, SectionEntry};
 pub use record::{ChunkRecord, Trailer};
-pub use stream::{StreamReader, StreamWriter, VerifiedChunk};
+pub use stream::{
+    default_chunk_size, read_header_unverified, ReadOptions, StreamReader, StreamWriter, VerifiedChunk,
+};
 
 /// The 8 magic bytes every stream starts with.
 pub const MAGIC: [u8; 8] = *b"\x89MDEVMIG";

@@ -30,10 +30,12 @@
 //! never the broker, which kills the child at the deadline (the thread's write
 //! then fails and it ends).
 //!
-//! The child keeps only its stdin and stdout pipes and stderr (`/dev/null`): every
-//! other descriptor is closed between fork and exec with `close_range(2)`, whatever
-//! flags it was opened with, so a descriptor some library opened without
-//! close-on-exec cannot reach the parser. Its environment is cleared. Its seccomp
+//! The child keeps only its stdin and stdout pipes and stderr (`/dev/null`): before
+//! it reads a byte it closes every other descriptor it inherited (those listed in
+//! `/proc/self/fd`), whatever flags they were opened with, so a descriptor some
+//! library of an embedding VMM opened without close-on-exec cannot reach the
+//! parser; and its seccomp filter lets it read only fd 0 and write only fds 1
+//! and 2 in any case. Its environment is cleared. Its seccomp
 //! policy and limits are the data and table in `src/sandbox/policy.rs` (reads
 //! only from stdin, writes only to stdout and stderr, no executable mappings, only
 //! the futex operations std uses, signals only to itself). What runs as the
@@ -145,35 +147,6 @@ pub struct Sandbox {
 /// killed: its exit status tells what killed it.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 
-/// Makes every descriptor but stdin, stdout and stderr close when `cmd` execs,
-/// whatever flags it was opened with.
-#[allow(unsafe_code)]
-fn close_other_fds(cmd: &mut Command) {
-    use nix::libc;
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child between fork and exec, where
-    // only async-signal-safe calls are allowed: it makes the close_range system
-    // call and nothing else (no allocation, no lock; `last_os_error` reads errno).
-    // It closes descriptors (or marks them close-on-exec) only in the child, which
-    // execs right after, so no Rust object of the parent sees them change.
-    unsafe {
-        cmd.pre_exec(|| {
-            // close_range(3, ~0, CLOSE_RANGE_CLOEXEC): everything above stderr is
-            // closed by the exec itself, and std's exec-error pipe still works.
-            let (first, last) = (3 as libc::c_uint, libc::c_uint::MAX);
-            if libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) == 0 {
-                return Ok(());
-            }
-            // Kernels 5.9 and 5.10 lack the flag: close them now instead.
-            if libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) == 0 {
-                return Ok(());
-            }
-            // Older kernels: no validator rather than one with inherited descriptors.
-            Err(std::io::Error::last_os_error())
-        });
-    }
-}
-
 /// How a child ended, in words naming the limit that most likely ended it;
 /// `killed_here` says whether the broker sent the `SIGKILL`.
 fn describe(status: ExitStatus, killed_here: bool) -> String {
@@ -236,7 +209,6 @@ fn spawn(program: &Path, cfg: &SandboxConfig) -> Result<Child> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    close_other_fds(&mut cmd);
     cmd.spawn()
         .map_err(|e| failed(format!("starting {}: {e}", program.display())))
 }

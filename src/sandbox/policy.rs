@@ -302,14 +302,28 @@ pub(crate) fn filter() -> Result<BpfProgram, String> {
 
 /// Makes the process non-dumpable: no core file (or core-dump helper) ever
 /// receives the vendor state it holds (prctl(2) `PR_SET_DUMPABLE`, core(5)).
-#[allow(unsafe_code)]
 fn no_core_dumps() -> Result<(), String> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("RLIMIT_CORE: {e}"))?;
-    // SAFETY: PR_SET_DUMPABLE takes integer arguments only and changes a flag
-    // of this process; no memory is passed or touched.
-    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
-    if r != 0 {
-        return Err(format!("PR_SET_DUMPABLE: {}", std::io::Error::last_os_error()));
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
+}
+
+/// Closes every descriptor above stderr that this process inherited, whatever
+/// its flags: the broker's own descriptors are close-on-exec, but an embedding
+/// program's libraries may have opened some without. Fails (no validator rather
+/// than one with inherited descriptors) when `/proc/self/fd` cannot be listed.
+fn close_inherited() -> Result<(), String> {
+    let listed: Vec<std::os::fd::RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("/proc/self/fd: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in listed {
+        // The directory's own descriptor was in the list and is closed by now
+        // (EBADF); every other one must close.
+        match nix::unistd::close(fd) {
+            Ok(()) | Err(nix::errno::Errno::EBADF) => {}
+            Err(e) => return Err(format!("closing inherited fd {fd}: {e}")),
+        }
     }
     Ok(())
 }
@@ -323,6 +337,7 @@ fn no_core_dumps() -> Result<(), String> {
 /// (setrlimit(2)); with equal limits Linux sends `SIGKILL` at once,
 /// indistinguishable from the broker's own kill at its deadline.
 pub(crate) fn confine(memory_limit: u64, cpu_limit_secs: u64) -> Result<(), String> {
+    close_inherited()?;
     setrlimit(Resource::RLIMIT_AS, memory_limit, memory_limit).map_err(|e| format!("RLIMIT_AS: {e}"))?;
     let cpu = cpu_limit_secs.max(1);
     setrlimit(Resource::RLIMIT_CPU, cpu, cpu.saturating_add(1)).map_err(|e| format!("RLIMIT_CPU: {e}"))?;

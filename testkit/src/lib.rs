@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use mdevmig::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use mdevmig::codec::header::{self, Header, PREFIX_LEN};
 use mdevmig::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
-use mdevmig::codec::stream::{read_header_unverified, ReadOptions, StreamReader, StreamWriter};
+use mdevmig::codec::{read_header_unverified, ReadOptions, StreamReader, StreamWriter};
 use mdevmig::codec::{CHUNK_CONTEXT, END_CONTEXT, TRAILER_CONTEXT};
 use mdevmig::compat::{self, Policy};
 use mdevmig::{Code, Result};

@@ -37,10 +37,10 @@ use crate::{test_signer, test_trust, Segmented};
 use mdevmig::auth::{SigningKeyPair, TrustStore, SIGNATURE_LEN};
 use mdevmig::codec::header::{self, Header, SectionEntry};
 use mdevmig::codec::record::{FIELDS_LEN, FRAME_LEN, KIND_CHUNK, KIND_END, KIND_TRAILER};
-use mdevmig::codec::stream::{ReadOptions, StreamReader};
 use mdevmig::codec::{
     limits, CHUNK_CONTEXT, END_CONTEXT, SECTION_REQUIRED, SECTION_STREAMED, TRAILER_CONTEXT,
 };
+use mdevmig::codec::{ReadOptions, StreamReader};
 use mdevmig::Code;
 use sha2::{Digest, Sha256};
 

@@ -10,7 +10,7 @@
 use mdevmig::auth::SigningKeyPair;
 use mdevmig::codec::header::{Header, SectionEntry};
 use mdevmig::codec::record::{ChunkRecord, SectionEnd};
-use mdevmig::codec::stream::StreamWriter;
+use mdevmig::codec::StreamWriter;
 use mdevmig::codec::{FLAG_SESSION_BOUND, SECTION_REQUIRED, SECTION_STREAMED};
 use sha2::{Digest, Sha256};
 
