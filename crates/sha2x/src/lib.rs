@@ -444,6 +444,10 @@ mod shani {
     }
 
     /// The SHA-NI state layout: (ABEF, CDGH) from H[0..8].
+    ///
+    /// # Safety
+    /// The CPU has SSE4.1 (a [`Features`] token was made); the memory access is
+    /// within `s`.
     #[inline(always)]
     unsafe fn load_state(s: &[u32; 8]) -> (__m128i, __m128i) {
         let p = s.as_ptr().cast::<__m128i>();
@@ -454,6 +458,10 @@ mod shani {
         (_mm_alignr_epi8(cdab, efgh, 8), _mm_blend_epi16(efgh, cdab, 0xF0))
     }
 
+    /// H[0..8] from the SHA-NI state layout.
+    ///
+    /// # Safety
+    /// As [`load_state`].
     #[inline(always)]
     unsafe fn store_state(s: &mut [u32; 8], abef: __m128i, cdgh: __m128i) {
         let feba = _mm_shuffle_epi32(abef, 0x1B);
@@ -469,6 +477,9 @@ mod shani {
     }
 
     /// Message words W[4i..4i+4] of a block, big-endian to native.
+    ///
+    /// # Safety
+    /// The CPU has SSSE3 (a [`Features`] token was made) and `i < 4`.
     #[inline(always)]
     unsafe fn load_words(block: &[u8; BLOCK], i: usize, mask: __m128i) -> __m128i {
         // SAFETY: i < 4, so bytes 16i..16i+16 are inside the 64-byte block.
@@ -509,6 +520,8 @@ mod shani {
             let (sa0, sc0, sa1, sc1) = (a0, c0, a1, c1);
             let (mut x0, mut x1, mut x2, mut x3, mut x4);
             let (mut y0, mut y1, mut y2, mut y3, mut y4);
+            // SAFETY: this function runs only with the CPU features checked
+            // (its caller holds a `Features` token), and every `i` is below 4.
             unsafe {
                 x0 = load_words(x, 0, mask);
                 y0 = load_words(y, 0, mask);
@@ -531,6 +544,7 @@ mod shani {
             macro_rules! step {
                 ($p0:ident, $p1:ident, $p2:ident, $p3:ident, $p4:ident,
                  $q0:ident, $q1:ident, $q2:ident, $q3:ident, $q4:ident, $i:expr) => {{
+                    // SAFETY: register-only intrinsics, CPU features checked.
                     $p4 = unsafe { schedule($p0, $p1, $p2, $p3) };
                     $q4 = unsafe { schedule($q0, $q1, $q2, $q3) };
                     rounds4!(a0, c0, $p4, $i);
@@ -554,6 +568,7 @@ mod shani {
             a1 = _mm_add_epi32(a1, sa1);
             c1 = _mm_add_epi32(c1, sc1);
         }
+        // SAFETY: `sa` and `sb` are the caller's state arrays; features checked.
         unsafe {
             store_state(sa, a0, c0);
             store_state(sb, a1, c1);
