@@ -199,14 +199,16 @@ impl MigrationRegion {
     /// The device, RUNNING, for a worker (broker::save and restore start from
     /// RUNNING and move it themselves).
     fn dev_for_worker(&mut self) -> Result<Dev> {
-        let mut dev = self.take_dev()?;
+        // Work on the device in place, so that a failure here leaves it with
+        // the region instead of dropping it.
+        let dev = self
+            .dev
+            .as_mut()
+            .ok_or_else(|| Error::new(Code::Internal, "device busy"))?;
         if dev.state()? == MigState::Stop {
-            if let Err(e) = dev.set_state(MigState::Running) {
-                self.dev = Some(dev);
-                return Err(e);
-            }
+            dev.set_state(MigState::Running)?;
         }
-        Ok(dev)
+        self.take_dev()
     }
 
     /// STOP -> STOP_COPY: a save worker writes the envelope into the data pipe.
