@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod inspect;
 pub mod io;
+pub mod live;
 pub mod migrate;
 pub mod output;
 mod plugins;
@@ -165,9 +166,13 @@ enum Command {
         /// Output file, or - for stdout.
         #[arg(short = 'o', long = "output")]
         output: String,
-        /// Use PRE_COPY when the device supports it: initial bytes flow before STOP_COPY.
+        /// Use PRE_COPY when the device supports it: state moves in rounds while the
+        /// device runs, until what is left fits --downtime-bytes (without it: after
+        /// the initial data).
         #[arg(long)]
         precopy: bool,
+        #[command(flatten)]
+        converge: ConvergeArgs,
         /// Emit this state version (down-converting through the plugin).
         #[arg(long = "state-version")]
         state_version: Option<u32>,
@@ -185,6 +190,31 @@ enum Command {
         policy: PolicyArgs,
         #[command(flatten)]
         files: FileArgs,
+    },
+    /// Live-migrate one device to another in this process through two migration
+    /// regions, driven as QEMU drives kernel devices: PRE_COPY rounds (read until
+    /// "no more now", precopy info, data size), STOP_COPY to the end, STOP; the
+    /// destination RESUMING, written as data arrives, STOP, RUNNING. The stream is
+    /// signed with an ephemeral key and bound to the destination's session nonce.
+    Live {
+        /// Source device spec (sim:..., file:..., vfio:...).
+        #[arg(long)]
+        from: String,
+        /// Destination device spec.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        converge: ConvergeArgs,
+        /// Abandon the migration after this many PRE_COPY rounds: the source leaves
+        /// PRE_COPY for RUNNING, the destination is torn down and reset.
+        #[arg(long = "abort-after-round", value_parser = clap::value_parser!(u32).range(1..))]
+        abort_after_round: Option<u32>,
+        /// Chunk size in bytes (power of two, 4096..16777216).
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// Validate vendor structures in this process instead of the sandboxed child.
+        #[arg(long = "validate-in-process")]
+        validate_in_process: bool,
     },
     /// Verify, validate and load a signed envelope into a device.
     Restore {
@@ -268,6 +298,57 @@ enum Command {
         #[arg(long, default_value = "vgpu-64m")]
         device_type: String,
     },
+}
+
+/// When a live save stops the device (a VMM's downtime limit).
+#[derive(clap::Args, Debug, Clone)]
+struct ConvergeArgs {
+    /// Stop the device once the envelope bytes still to move after the stop are at
+    /// most this (plain bytes, or with a K, M or G suffix).
+    #[arg(long = "downtime-bytes", value_parser = parse_bytes)]
+    downtime_bytes: Option<u64>,
+    /// Stop after this many PRE_COPY rounds, converged or not.
+    #[arg(long = "max-rounds", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    max_rounds: u32,
+    /// Stop once PRE_COPY has lasted this many seconds, converged or not.
+    #[arg(long = "max-precopy-seconds", default_value_t = 60.0, value_parser = parse_seconds)]
+    max_precopy_seconds: f64,
+}
+
+impl ConvergeArgs {
+    fn converge(&self) -> mdevmig::broker::Converge {
+        mdevmig::broker::Converge {
+            downtime_bytes: self.downtime_bytes,
+            max_rounds: self.max_rounds,
+            max_precopy: std::time::Duration::from_secs_f64(self.max_precopy_seconds),
+        }
+    }
+}
+
+/// `N`, `NK`, `NM` or `NG` (binary multiples) as bytes.
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let (digits, shift) = match s.strip_suffix(['K', 'k']) {
+        Some(d) => (d, 10),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(d) => (d, 20),
+            None => match s.strip_suffix(['G', 'g']) {
+                Some(d) => (d, 30),
+                None => (s, 0),
+            },
+        },
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (N, or N with K, M or G)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -428,11 +509,34 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             session.as_deref(),
             out,
         )?),
+        Command::Live {
+            from,
+            to,
+            converge,
+            abort_after_round,
+            chunk_size,
+            validate_in_process,
+        } => Ok(live::run(
+            live::LiveArgs {
+                from: &from,
+                to: &to,
+                converge: converge.converge(),
+                abort_after: abort_after_round,
+                validation: if validate_in_process {
+                    mdevmig::sandbox::Validation::InProcess
+                } else {
+                    mdevmig::sandbox::Validation::default()
+                },
+                chunk_size,
+            },
+            out,
+        )?),
         Command::Save {
             device,
             key,
             output,
             precopy,
+            converge,
             state_version,
             session,
             chunk_size,
@@ -445,6 +549,7 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
                 key: &key,
                 output: &output,
                 precopy,
+                converge: converge.converge(),
                 version: state_version,
                 session: session.as_deref(),
                 chunk_size,

@@ -103,6 +103,7 @@ pub struct SaveArgs<'a> {
     pub key: &'a Path,
     pub output: &'a str,
     pub precopy: bool,
+    pub converge: mdevmig::broker::Converge,
     pub version: Option<u32>,
     pub session: Option<&'a str>,
     pub chunk_size: Option<u32>,
@@ -124,6 +125,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     let (mut dev, host) = device::open(&spec, &registry)?;
     let mut opts = SaveOptions {
         precopy: a.precopy,
+        converge: a.converge,
         version: a.version,
         session,
         chunk_size: a.chunk_size.unwrap_or_else(mdevmig::codec::default_chunk_size),

@@ -24,6 +24,7 @@
 //! failure later in the stream resets the device.
 
 mod guard;
+mod live;
 pub mod region;
 mod restore;
 mod save;
@@ -46,9 +47,11 @@ use crate::sandbox::Validation;
 /// How to save.
 #[derive(Debug, Clone)]
 pub struct SaveOptions {
-    /// Use PRE_COPY when the device supports it: initial bytes flow while the
-    /// device still runs.
+    /// Use PRE_COPY when the device supports it: state flows in rounds while the
+    /// device still runs, until [`SaveOptions::converge`] says to stop it.
     pub precopy: bool,
+    /// When a PRE_COPY save stops the device.
+    pub converge: Converge,
     /// Emit this state version (converting through the plugin if needed).
     pub version: Option<u32>,
     /// Bind the stream to the destination's session nonce.
@@ -65,6 +68,7 @@ impl Default for SaveOptions {
     fn default() -> Self {
         SaveOptions {
             precopy: false,
+            converge: Converge::default(),
             version: None,
             session: None,
             chunk_size: crate::codec::default_chunk_size(),
@@ -72,6 +76,103 @@ impl Default for SaveOptions {
             produce_window: None,
         }
     }
+}
+
+/// When a PRE_COPY save stops the device, as a VMM decides it: after each round
+/// (the data the device yields up to its temporary end of data), the save asks
+/// the device what STOP_COPY would still move (`VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`,
+/// as QEMU's `vfio_state_pending_exact`), turns it into envelope bytes, and stops
+/// the device once that fits [`downtime_bytes`](Converge::downtime_bytes).
+/// Otherwise it asks for precopy info (`VFIO_MIG_GET_PRECOPY_INFO`, which lets the
+/// device prepare its next round) and reads again, up to the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Converge {
+    /// Stop once the envelope bytes still to move after the stop are at most
+    /// this. `None`: stop after the first round (the device's initial data).
+    pub downtime_bytes: Option<u64>,
+    /// Stop after this many rounds, converged or not.
+    pub max_rounds: u32,
+    /// Stop once PRE_COPY has lasted this long, converged or not (checked at the
+    /// end of each round).
+    pub max_precopy: std::time::Duration,
+}
+
+impl Default for Converge {
+    fn default() -> Self {
+        Converge {
+            downtime_bytes: None,
+            max_rounds: 30,
+            max_precopy: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a save stopped its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopReason {
+    /// No PRE_COPY: not asked for, or the device does not offer it.
+    #[default]
+    NoPrecopy,
+    /// No downtime budget was given: stopped after the initial data.
+    InitialData,
+    /// What was left fit the downtime budget.
+    Budget,
+    /// The round limit was reached first.
+    MaxRounds,
+    /// The PRE_COPY time limit was reached first.
+    MaxTime,
+    /// A round moved nothing, so further rounds cannot shrink what is left.
+    NoProgress,
+    /// The VMM moved the migration region to STOP_COPY.
+    Vmm,
+}
+
+impl StopReason {
+    /// The name in reports and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::NoPrecopy => "no-precopy",
+            StopReason::InitialData => "initial-data",
+            StopReason::Budget => "downtime-budget",
+            StopReason::MaxRounds => "max-rounds",
+            StopReason::MaxTime => "max-precopy-seconds",
+            StopReason::NoProgress => "no-progress",
+            StopReason::Vmm => "vmm",
+        }
+    }
+}
+
+/// One PRE_COPY round: what the device yielded up to a temporary end of data.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Round {
+    /// Envelope bytes written to the output during the round.
+    pub bytes: u64,
+    /// Raw device bytes read during the round.
+    pub raw_bytes: u64,
+    /// How long the round took.
+    pub seconds: f64,
+}
+
+/// How a save went live: its PRE_COPY rounds and the downtime it added.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LiveReport {
+    /// PRE_COPY rounds that moved data, in order.
+    pub rounds: Vec<Round>,
+    /// Time from the save's start to STOP_COPY.
+    pub precopy_seconds: f64,
+    /// Envelope bytes written after the device was stopped (STOP_COPY): the
+    /// rest of the state, the chunk the writer held, section ends and trailer.
+    pub downtime_bytes: u64,
+    /// Time from the move to STOP_COPY to the trailer written.
+    pub downtime_seconds: f64,
+    /// The save's estimate, when it stopped the device, of the envelope bytes
+    /// still to move.
+    pub left_at_stop: u64,
+    /// Whether what was left when the device stopped fit the downtime budget
+    /// (always true when there is no budget).
+    pub converged: bool,
+    /// Why the device was stopped when it was.
+    pub stop_reason: StopReason,
 }
 
 /// What a save did.
@@ -88,6 +189,8 @@ pub struct SaveReport {
     pub precopy_bytes: u64,
     /// Device state digest (simulated devices).
     pub state_digest: Option<[u8; 32]>,
+    /// PRE_COPY rounds and downtime.
+    pub live: LiveReport,
 }
 
 /// A save or restore starts from a device that is not mid-migration.

@@ -2,20 +2,65 @@
 //! enveloped stream instead of the raw one.
 //!
 //! ```text
-//!   VMM                        MigrationRegion                     device
-//!   set_state(STOP_COPY) ───►  save thread: broker::save ───────►  RUNNING→STOP_COPY
-//!   read(data fd) ◄──────────  pipe ◄── signed envelope bytes ◄──  raw state
-//!   set_state(STOP) ─────────► join: STOP, or the save's error
+//!   VMM                         MigrationRegion                      device
+//!   set_state(PRE_COPY) ──────► device arc, then a save thread ────► RUNNING→PRE_COPY
+//!   read_data ◄─────────────── pipe ◄── signed envelope bytes ◄──── initial data
+//!     … NotYet (ENOMSG)         the thread parks at the device's temporary end
+//!   precopy_info ─────────────► device's precopy info (its next round), + what
+//!                               the pipe and the chunk being built hold
+//!   read_data … NotYet          (rounds, while the guest runs)
+//!   set_state(STOP_COPY) ─────► device arc; the same stream goes on ► PRE_COPY→STOP_COPY
+//!   read_data … End ◄────────── the rest, the trailer, EOF
+//!   set_state(STOP) ──────────► join: STOP, or the save's error
 //!
-//!   set_state(RESUMING) ─────► restore thread: broker::restore
-//!   write(data fd) ──────────► pipe ──► verify, validate ───────►  RESUMING, writes
-//!   set_state(STOP) ─────────► EOF; join: STOP, or ERROR with the restore's code
+//!   set_state(RESUMING) ──────► restore thread: broker::restore
+//!   write_data ───────────────► pipe ──► verify, validate ─────────► RESUMING, writes
+//!   set_state(STOP) ──────────► EOF; join: STOP, or ERROR with the restore's code
 //! ```
 //!
-//! The data fd is a real pipe, so a VMM that already speaks VFIO migration v2 swaps
-//! one fd for another. Leaving STOP_COPY for RUNNING aborts a save (the source goes
-//! back to RUNNING); a failed restore leaves the region in ERROR and the device
-//! reset, and [`MigrationRegion::reset`] brings the region back to RUNNING.
+//! The region offers the device's own migration flags, so every arc the device
+//! supports is there: STOP_COPY, and PRE_COPY, RUNNING_P2P and PRE_COPY_P2P where
+//! the device has them. Each arc of a walk is taken by the device too, one for
+//! one (include/uapi/linux/vfio.h, `vfio_mig_get_next_state()` in
+//! drivers/vfio/vfio_main.c).
+//!
+//! # PRE_COPY and the ENOMSG rule
+//!
+//! The uAPI says a read of the data fd in PRE_COPY fails with ENOMSG when the
+//! device has no more data *for now*; more may come later, and the stream goes on
+//! in STOP_COPY. The region keeps that rule exactly in [`MigrationRegion::read_data`]:
+//!
+//! * the save thread copies the device's data into signed chunks and writes every
+//!   complete chunk to the pipe; when the device says "no more now" it flushes
+//!   them all and *parks*;
+//! * `read_data` returns [`DataRead::NotYet`] only when the thread was parked
+//!   before a read that found the pipe empty, so every byte the device gave
+//!   before its temporary end has been read (except the chunk being built: chunks
+//!   are cut canonically, `spec/wire-format.md` §5, so those bytes leave with the
+//!   data that completes the chunk, at the latest in STOP_COPY);
+//! * a precopy-info query, a move to PRE_COPY_P2P or STOP_COPY wakes the thread.
+//!   The query is what lets the device prepare its next round (as the kernel's
+//!   mlx5 driver does), so a QEMU-shaped loop (read until ENOMSG, query, read
+//!   again) moves each round's dirty data.
+//!
+//! A VMM that reads the fd itself ([`MigrationRegion::data_fd`]) sees it
+//! non-blocking in PRE_COPY: EAGAIN means nothing to read at this moment, which
+//! includes the temporary end; in STOP_COPY it blocks until data or EOF, as the
+//! kernel's does.
+//!
+//! [`MigrationRegion::precopy_info`] and [`MigrationRegion::data_size`] count
+//! **envelope** bytes (what the VMM will read), not the device's raw bytes; the
+//! device's raw answer is kept in
+//! [`last_device_precopy`](MigrationRegion::last_device_precopy).
+//!
+//! # Aborts and failures
+//!
+//! Leaving PRE_COPY for RUNNING (PRE_COPY_P2P for RUNNING_P2P) abandons the save:
+//! the device goes back to RUNNING with its state untouched, as the kernel's arc
+//! does. A failed save or restore leaves the region in ERROR (the source put back
+//! to RUNNING, a touched destination reset), and [`MigrationRegion::reset`] brings
+//! the region back to RUNNING. A region dropped mid-migration does the same as an
+//! abort, so a VMM that dies cannot leave a device half-migrated.
 //!
 //! A VMM's loop on each side, here over two simulated vGPUs in one process:
 //!
@@ -63,20 +108,98 @@
 //! region-based consumers.
 
 use std::io::{PipeReader, PipeWriter, Read, Write};
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use super::{restore, save, RestoreOptions, RestoreReport, SaveOptions, SaveReport};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use mdevmig_plugin_api::DeviceInfo;
+
+use super::live::{EnvCost, LiveCtl};
+use super::save::save_driven;
+use super::{restore, RestoreOptions, RestoreReport, SaveOptions, SaveReport};
 use crate::auth::{SigningKeyPair, TrustStore};
-use crate::device::{fsm, DataRead, MigState, MigrationDevice};
+use crate::codec::limits;
+use crate::device::{fsm, DataRead, MigState, MigrationDevice, PrecopyInfo};
 use crate::error::{Code, Error, Result};
 use crate::plugins::Registry;
 
 type Dev = Box<dyn MigrationDevice>;
 
+/// The device while a save runs: shared by the region (state changes, precopy
+/// info, size queries) and the save worker (reads), each call under the lock.
+type SharedDev = Arc<Mutex<Dev>>;
+
+fn lock(dev: &SharedDev) -> MutexGuard<'_, Dev> {
+    dev.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The save worker's view of the shared device.
+struct WorkerDev {
+    dev: SharedDev,
+    taken: Arc<AtomicU64>,
+    info: DeviceInfo,
+    backend: &'static str,
+    flags: u64,
+}
+
+impl MigrationDevice for WorkerDev {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn migration_flags(&self) -> u64 {
+        self.flags
+    }
+    fn state(&mut self) -> Result<MigState> {
+        lock(&self.dev).state()
+    }
+    fn set_state(&mut self, target: MigState) -> Result<()> {
+        lock(&self.dev).set_state(target)
+    }
+    fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {
+        let mut dev = lock(&self.dev);
+        let got = dev.read_data(buf)?;
+        if let DataRead::Data(n) = got {
+            // Under the device lock: a size query sees the device's position
+            // and this count move together.
+            self.taken.fetch_add(n as u64, Ordering::AcqRel);
+        }
+        Ok(got)
+    }
+    fn write_data(&mut self, buf: &[u8]) -> Result<()> {
+        lock(&self.dev).write_data(buf)
+    }
+    fn data_size(&mut self) -> Result<u64> {
+        lock(&self.dev).data_size()
+    }
+    fn precopy_info(&mut self) -> Result<PrecopyInfo> {
+        lock(&self.dev).precopy_info()
+    }
+    fn reset(&mut self) -> Result<()> {
+        lock(&self.dev).reset()
+    }
+    fn state_digest(&mut self) -> Option<[u8; 32]> {
+        lock(&self.dev).state_digest()
+    }
+}
+
+/// A save in progress.
+struct Saving {
+    r: Option<PipeReader>,
+    ctl: Arc<LiveCtl>,
+    dev: SharedDev,
+    h: JoinHandle<Result<SaveReport>>,
+}
+
 enum Job {
     Idle,
-    Saving(PipeReader, JoinHandle<(Dev, Result<SaveReport>)>),
+    Saving(Saving),
     Restoring(Option<PipeWriter>, JoinHandle<(Dev, Result<RestoreReport>)>),
 }
 
@@ -89,7 +212,8 @@ pub struct RegionConfig {
     pub key: Option<Arc<SigningKeyPair>>,
     /// Trust store (destination side).
     pub trust: Option<Arc<TrustStore>>,
-    /// Save options.
+    /// Save options (`precopy` and `converge` are the save's own policy and do
+    /// not apply: the VMM drives PRE_COPY through the region).
     pub save: SaveOptions,
     /// Restore options.
     pub restore: RestoreOptions,
@@ -98,6 +222,7 @@ pub struct RegionConfig {
 /// A v2-shaped migration region over a device.
 pub struct MigrationRegion {
     dev: Option<Dev>,
+    flags: u64,
     state: MigState,
     job: Job,
     cfg: RegionConfig,
@@ -105,15 +230,14 @@ pub struct MigrationRegion {
     pub last_save: Option<SaveReport>,
     /// The last restore's report.
     pub last_restore: Option<RestoreReport>,
+    /// The device's own answer to the last precopy-info query (raw bytes).
+    pub last_device_precopy: Option<PrecopyInfo>,
+    history: Vec<(MigState, MigState)>,
 }
-
-/// The region supports STOP_COPY only: the envelope carries PRE_COPY data inside
-/// the save, not as a separate phase.
-const REGION_FLAGS: u64 = fsm::FLAG_STOP_COPY;
 
 impl fsm::Arcs for MigrationRegion {
     fn arc_flags(&self) -> u64 {
-        REGION_FLAGS
+        self.flags
     }
     fn current(&self) -> MigState {
         self.state
@@ -122,7 +246,9 @@ impl fsm::Arcs for MigrationRegion {
         self.state = state;
     }
     fn take_arc(&mut self, from: MigState, to: MigState) -> Result<()> {
-        self.region_arc(from, to)
+        self.region_arc(from, to)?;
+        self.history.push((from, to));
+        Ok(())
     }
 }
 
@@ -145,22 +271,56 @@ fn contained<T>(what: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
+/// How long `read_data` waits at a time for a busy save worker in PRE_COPY
+/// (data wakes it at once; a worker that parks is seen at the next timeout).
+const PRECOPY_POLL_MS: u8 = 2;
+
+/// The pipe size the region asks for: a whole default chunk and its frame
+/// fit, so a worker rarely waits for the VMM mid-chunk.
+const PIPE_SIZE: usize = 2 << 20;
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(Code::IoRead, what, &e)
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::io(Code::IoOpen, "data fd", &e.into()))?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd, FcntlArg::F_SETFL(flags))
+        .map(|_| ())
+        .map_err(|e| Error::io(Code::IoOpen, "data fd", &e.into()))
+}
+
 impl MigrationRegion {
-    /// A region in RUNNING over `dev`.
+    /// A region in RUNNING over `dev`, offering the device's migration flags
+    /// (STOP_COPY, and P2P and PRE_COPY where the device has them).
     pub fn new(dev: Dev, cfg: RegionConfig) -> Self {
+        let flags = (dev.migration_flags() & (fsm::FLAG_STOP_COPY | fsm::FLAG_P2P | fsm::FLAG_PRE_COPY))
+            | fsm::FLAG_STOP_COPY;
         MigrationRegion {
             dev: Some(dev),
+            flags,
             state: MigState::Running,
             job: Job::Idle,
             cfg,
             last_save: None,
             last_restore: None,
+            last_device_precopy: None,
+            history: Vec::new(),
         }
     }
 
-    /// The region's migration flags.
+    /// Every arc the region has taken, in order (each one taken by the device
+    /// too).
+    pub fn history(&self) -> &[(MigState, MigState)] {
+        &self.history
+    }
+
+    /// The region's migration flags: the device's.
     pub fn migration_flags(&self) -> u64 {
-        REGION_FLAGS
+        self.flags
     }
 
     /// Current state.
@@ -173,46 +333,35 @@ impl MigrationRegion {
         self.dev.as_mut()
     }
 
-    /// Moves the region; streaming states start a save or a restore. A failed
-    /// arc leaves the region in ERROR (and the device put back by the save's or
-    /// restore's guard); [`MigrationRegion::reset`] returns it to RUNNING.
+    /// Moves the region along the kernel's arcs; streaming states start a save
+    /// or a restore. A failed arc leaves the region in ERROR (and the device put
+    /// back by the save's or restore's guard); [`MigrationRegion::reset`]
+    /// returns it to RUNNING.
     pub fn set_state(&mut self, target: MigState) -> Result<()> {
         fsm::walk(self, target)
     }
 
     fn region_arc(&mut self, from: MigState, to: MigState) -> Result<()> {
+        use MigState::{PreCopy, PreCopyP2p, Resuming, Running, RunningP2p, Stop, StopCopy};
         match (from, to) {
-            (MigState::Stop, MigState::StopCopy) => self.start_save(),
-            (MigState::StopCopy, MigState::Stop) => self.finish_save(),
-            (MigState::Stop, MigState::Resuming) => self.start_restore(),
-            (MigState::Resuming, MigState::Stop) => self.finish_restore(),
-            (MigState::Stop, MigState::Running) | (MigState::Running, MigState::Stop) => {
-                match self.dev.as_mut() {
-                    Some(dev) => dev.set_state(to),
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()),
+            (Stop, StopCopy) | (Running, PreCopy) | (RunningP2p, PreCopyP2p) => self.start_save(to),
+            (PreCopy, PreCopyP2p) | (PreCopyP2p, PreCopy) => self.live_arc(to),
+            (PreCopy | PreCopyP2p, StopCopy) => self.stop_copy(),
+            (PreCopy, Running) | (PreCopyP2p, RunningP2p) => self.abort_save(to),
+            (StopCopy, Stop) => self.finish_save(),
+            (Stop, Resuming) => self.start_restore(),
+            (Resuming, Stop) => self.finish_restore(),
+            _ => match self.dev.as_mut() {
+                Some(dev) => dev.set_state(to),
+                None => Err(Error::new(Code::Internal, "device busy")),
+            },
         }
     }
 
-    /// The device, RUNNING, for a worker (broker::save and restore start from
-    /// RUNNING and move it themselves).
-    fn dev_for_worker(&mut self) -> Result<Dev> {
-        // Work on the device in place, so that a failure here leaves it with
-        // the region instead of dropping it.
-        let dev = self
-            .dev
-            .as_mut()
-            .ok_or_else(|| Error::new(Code::Internal, "device busy"))?;
-        if dev.state()? == MigState::Stop {
-            dev.set_state(MigState::Running)?;
-        }
-        self.take_dev()
-    }
-
-    /// STOP -> STOP_COPY: a save worker writes the envelope into the data pipe.
-    fn start_save(&mut self) -> Result<()> {
+    /// Into STOP_COPY from STOP, or into PRE_COPY(_P2P): the device takes the
+    /// arc (its data stream opens), then a save worker writes the envelope into
+    /// the data pipe.
+    fn start_save(&mut self, to: MigState) -> Result<()> {
         let key = self
             .cfg
             .key
@@ -220,30 +369,134 @@ impl MigrationRegion {
             .ok_or_else(|| Error::new(Code::Usage, "region has no signing key"))?;
         let (registry, opts) = (self.cfg.registry.clone(), self.cfg.save.clone());
         let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
-        let mut dev = self.dev_for_worker()?;
+        // Best effort: a larger pipe only saves wake-ups.
+        let _ = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE);
+        let precopy = to != MigState::StopCopy;
+        set_nonblocking(r.as_fd(), precopy)?;
+        let dev = self
+            .dev
+            .as_mut()
+            .ok_or_else(|| Error::new(Code::Internal, "device busy"))?;
+        let at = Instant::now();
+        dev.set_state(to)?;
+        let dev = self.take_dev()?;
+        let (info, backend, flags) = (dev.info().clone(), dev.backend(), dev.migration_flags());
+        let shared: SharedDev = Arc::new(Mutex::new(dev));
+        let ctl = Arc::new(LiveCtl::default());
+        if !precopy {
+            ctl.stopped(at);
+        }
+        let mut worker = WorkerDev {
+            dev: shared.clone(),
+            taken: ctl.taken.clone(),
+            info,
+            backend,
+            flags,
+        };
+        let wctl = ctl.clone();
         let h = std::thread::spawn(move || {
-            let res = contained("save", || save(&mut *dev, &registry, &key, w, &opts));
-            (dev, res)
+            let res = contained("save", || {
+                save_driven(&mut worker, &registry, &key, w, &opts, wctl.clone())
+            });
+            wctl.finish();
+            res
         });
-        self.job = Job::Saving(r, h);
+        self.job = Job::Saving(Saving {
+            r: Some(r),
+            ctl,
+            dev: shared,
+            h,
+        });
         Ok(())
+    }
+
+    fn saving(&mut self) -> Result<&mut Saving> {
+        match &mut self.job {
+            Job::Saving(s) => Ok(s),
+            _ => Err(Error::new(Code::Internal, "no save running")),
+        }
+    }
+
+    /// A save whose worker has already stopped (it failed): its outcome.
+    fn failed_save(&mut self) -> Result<()> {
+        if self.saving()?.ctl.lock().finished {
+            return self.join_save().and_then(|_| {
+                Err(Error::new(
+                    Code::Internal,
+                    "the save finished before the device left PRE_COPY",
+                ))
+            });
+        }
+        Ok(())
+    }
+
+    /// PRE_COPY <-> PRE_COPY_P2P: the device moves; the stream goes on.
+    fn live_arc(&mut self, to: MigState) -> Result<()> {
+        self.failed_save()?;
+        let s = self.saving()?;
+        lock(&s.dev).set_state(to)?;
+        s.ctl.kick();
+        Ok(())
+    }
+
+    /// PRE_COPY(_P2P) -> STOP_COPY: the device stops and the same stream
+    /// continues to its trailer; reads of the data fd now block until data or
+    /// the end.
+    fn stop_copy(&mut self) -> Result<()> {
+        self.failed_save()?;
+        let s = self.saving()?;
+        if let Some(r) = &s.r {
+            set_nonblocking(r.as_fd(), false)?;
+        }
+        let at = Instant::now();
+        lock(&s.dev).set_state(MigState::StopCopy)?;
+        s.ctl.stopped(at);
+        Ok(())
+    }
+
+    /// PRE_COPY -> RUNNING (PRE_COPY_P2P -> RUNNING_P2P): the VMM abandons the
+    /// migration. The save stops and its guard puts the device back to
+    /// RUNNING, state untouched; then the device goes where the VMM asked.
+    fn abort_save(&mut self, to: MigState) -> Result<()> {
+        self.saving()?.ctl.abort();
+        let _ = self.join_save();
+        let dev = self
+            .dev
+            .as_mut()
+            .ok_or_else(|| Error::new(Code::Internal, "device lost by the save worker"))?;
+        if dev.state()? == to {
+            return Ok(());
+        }
+        dev.set_state(to)
+    }
+
+    /// Ends the save job: closes the region's read end (a worker still writing
+    /// gets EPIPE), waits for the worker and takes the device back.
+    fn join_save(&mut self) -> Result<SaveReport> {
+        let Job::Saving(Saving { r, ctl, dev, h }) = std::mem::replace(&mut self.job, Job::Idle) else {
+            return Err(Error::new(Code::Internal, "no save running"));
+        };
+        drop(r);
+        ctl.abort();
+        let res = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::new(Code::Internal, "save thread panicked")));
+        match Arc::try_unwrap(dev) {
+            Ok(m) => self.dev = Some(m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)),
+            Err(_) => return Err(Error::new(Code::Internal, "save worker kept the device")),
+        }
+        res
     }
 
     /// STOP_COPY -> STOP: the reader is done; the save's outcome.
     fn finish_save(&mut self) -> Result<()> {
-        let Job::Saving(r, h) = std::mem::replace(&mut self.job, Job::Idle) else {
-            return Err(Error::new(Code::Internal, "no save running"));
-        };
-        drop(r);
-        let (dev, res) = h
-            .join()
-            .map_err(|_| Error::new(Code::Internal, "save thread panicked"))?;
-        self.dev = Some(dev);
-        self.last_save = Some(res?);
+        let report = self.join_save()?;
+        self.last_save = Some(report);
         Ok(())
     }
 
-    /// STOP -> RESUMING: a restore worker reads the envelope from the data pipe.
+    /// STOP -> RESUMING: a restore worker reads the envelope from the data pipe
+    /// and moves the device (STOP -> RESUMING) when the header has passed.
     fn start_restore(&mut self) -> Result<()> {
         let trust = self
             .cfg
@@ -252,7 +505,7 @@ impl MigrationRegion {
             .ok_or_else(|| Error::new(Code::Usage, "region has no trust store"))?;
         let (registry, opts) = (self.cfg.registry.clone(), self.cfg.restore.clone());
         let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
-        let mut dev = self.dev_for_worker()?;
+        let mut dev = self.take_dev()?;
         let h = std::thread::spawn(move || {
             let res = contained("restore", || restore(&mut *dev, &registry, &trust, r, &opts));
             (dev, res)
@@ -281,18 +534,147 @@ impl MigrationRegion {
             .ok_or_else(|| Error::new(Code::Internal, "device busy"))
     }
 
-    /// Reads enveloped bytes (STOP_COPY).
+    /// The data fd of the stream in progress, for a VMM that polls or reads it
+    /// itself: the read end in PRE_COPY and STOP_COPY, the write end in
+    /// RESUMING. In PRE_COPY the read end is non-blocking: EAGAIN means no data
+    /// at this moment; [`MigrationRegion::read_data`] tells the kernel's
+    /// temporary end of data (ENOMSG) from a worker that is still busy.
+    pub fn data_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.job {
+            Job::Saving(Saving { r: Some(r), .. }) => Some(r.as_fd()),
+            Job::Restoring(Some(w), _) => Some(w.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// Reads enveloped bytes (PRE_COPY, PRE_COPY_P2P, STOP_COPY), as a read of
+    /// the kernel's data fd: data, [`DataRead::NotYet`] in PRE_COPY when the
+    /// device has nothing more until the next precopy-info query or state
+    /// change (the kernel's ENOMSG), or [`DataRead::End`] after the trailer.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<DataRead> {
-        match &mut self.job {
-            Job::Saving(r, _) => match r.read(buf) {
+        let precopy = matches!(self.state, MigState::PreCopy | MigState::PreCopyP2p);
+        let state = self.state;
+        let Job::Saving(Saving { r: Some(r), ctl, .. }) = &mut self.job else {
+            return Err(Error::new(
+                Code::DeviceData,
+                format!("region: no saving stream in {state}"),
+            ));
+        };
+        if !precopy {
+            return match r.read(buf) {
                 Ok(0) => Ok(DataRead::End),
                 Ok(n) => Ok(DataRead::Data(n)),
-                Err(e) => Err(Error::io(Code::IoRead, "region data", &e)),
-            },
-            _ => Err(Error::new(
+                Err(e) => Err(io_err("region data")(e)),
+            };
+        }
+        loop {
+            // Parked before the read: every byte it wrote is already in the pipe.
+            let settled = {
+                let st = ctl.lock();
+                st.parked || st.finished
+            };
+            match r.read(buf) {
+                Ok(0) => {
+                    return Err(Error::new(
+                        Code::DeviceData,
+                        "region: the save stopped in PRE_COPY; leaving PRE_COPY reports why",
+                    ))
+                }
+                Ok(n) => return Ok(DataRead::Data(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if settled {
+                        return Ok(DataRead::NotYet);
+                    }
+                    // Wait for data, or for the worker to park (it does not
+                    // write then, so the wait ends at the timeout).
+                    let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(PRECOPY_POLL_MS));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err("region data")(e)),
+            }
+        }
+    }
+
+    /// `VFIO_MIG_GET_PRECOPY_INFO` (PRE_COPY states only), in **envelope**
+    /// bytes: what the VMM will still read. The device is asked first (which
+    /// lets it prepare its next round, as mlx5 does), then the region adds what
+    /// it holds: unread bytes in the data pipe and the chunk being built.
+    /// `initial_bytes` counts while the device still has initial data;
+    /// `dirty_bytes` counts the rest, the section ends and the trailer. The
+    /// device's own raw answer is kept in
+    /// [`last_device_precopy`](MigrationRegion::last_device_precopy).
+    pub fn precopy_info(&mut self) -> Result<PrecopyInfo> {
+        if !matches!(self.state, MigState::PreCopy | MigState::PreCopyP2p) {
+            return Err(Error::new(
                 Code::DeviceData,
-                format!("region: no saving stream in {}", self.state),
-            )),
+                format!("precopy info in {} (EINVAL)", self.state),
+            ));
+        }
+        self.failed_save()?;
+        let chunk_size = self.cfg.save.chunk_size;
+        let Job::Saving(s) = &self.job else {
+            return Err(Error::new(Code::Internal, "no save running"));
+        };
+        let (dev, held) = {
+            let mut d = lock(&s.dev);
+            (d.precopy_info()?, s.ctl.in_flight())
+        };
+        let cost = s.ctl.lock().cost;
+        let unread =
+            s.r.as_ref()
+                .and_then(|r| rustix::io::ioctl_fionread(r).ok())
+                .unwrap_or(0);
+        let cost = cost.unwrap_or_else(|| EnvCost::rough(chunk_size));
+        let frames = |raw: u64| cost.rest(raw).saturating_sub(cost.rest(0));
+        let pending = unread.saturating_add(held).saturating_add(cost.rest(0));
+        let info = if dev.initial_bytes > 0 {
+            PrecopyInfo {
+                initial_bytes: pending
+                    .saturating_add(dev.initial_bytes.saturating_add(frames(dev.initial_bytes))),
+                dirty_bytes: dev.dirty_bytes.saturating_add(frames(dev.dirty_bytes)),
+            }
+        } else {
+            PrecopyInfo {
+                initial_bytes: 0,
+                dirty_bytes: pending.saturating_add(dev.dirty_bytes.saturating_add(frames(dev.dirty_bytes))),
+            }
+        };
+        s.ctl.kick();
+        self.last_device_precopy = Some(dev);
+        Ok(info)
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` in envelope bytes: what STOP_COPY
+    /// would still move now (unread bytes in the data pipe, the chunk being
+    /// built, the device's estimate with its chunk frames, the trailer). Outside
+    /// a save: an upper bound for a whole stream, its header at the format's
+    /// limit.
+    pub fn data_size(&mut self) -> Result<u64> {
+        let chunk_size = self.cfg.save.chunk_size;
+        match &mut self.job {
+            Job::Saving(s) => {
+                let (raw, held) = {
+                    let mut d = lock(&s.dev);
+                    (d.data_size()?, s.ctl.in_flight())
+                };
+                let cost = s.ctl.lock().cost.unwrap_or_else(|| EnvCost::rough(chunk_size));
+                let unread =
+                    s.r.as_ref()
+                        .and_then(|r| rustix::io::ioctl_fionread(r).ok())
+                        .unwrap_or(0);
+                Ok(unread.saturating_add(cost.rest(held.saturating_add(raw))))
+            }
+            _ => {
+                let raw = self
+                    .dev
+                    .as_mut()
+                    .ok_or_else(|| Error::new(Code::Internal, "device busy"))?
+                    .data_size()?;
+                Ok(EnvCost::rough(chunk_size)
+                    .rest(raw)
+                    .saturating_add(u64::from(limits::MAX_HEADER_LEN)))
+            }
         }
     }
 
@@ -310,14 +692,13 @@ impl MigrationRegion {
         }
     }
 
-    /// Resets the region and the device to RUNNING, abandoning any job.
-    pub fn reset(&mut self) -> Result<()> {
+    /// Ends any job: a save's source goes back to RUNNING, a restore's touched
+    /// destination is reset (by their guards).
+    fn abandon(&mut self) {
         match std::mem::replace(&mut self.job, Job::Idle) {
-            Job::Saving(r, h) => {
-                drop(r);
-                if let Ok((dev, _)) = h.join() {
-                    self.dev = Some(dev);
-                }
+            Job::Saving(s) => {
+                self.job = Job::Saving(s);
+                let _ = self.join_save();
             }
             Job::Restoring(w, h) => {
                 drop(w);
@@ -327,11 +708,24 @@ impl MigrationRegion {
             }
             Job::Idle => {}
         }
+    }
+
+    /// Resets the region and the device to RUNNING, abandoning any job.
+    pub fn reset(&mut self) -> Result<()> {
+        self.abandon();
         if let Some(dev) = self.dev.as_mut() {
             dev.reset()?;
         }
         self.state = MigState::Running;
         Ok(())
+    }
+}
+
+impl Drop for MigrationRegion {
+    /// A region dropped mid-migration (its VMM gone) abandons the job: the
+    /// source back to RUNNING, a touched destination reset.
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
@@ -390,7 +784,8 @@ impl V1Region {
 
     fn v1_state(&self) -> u32 {
         match self.inner.state() {
-            MigState::Running => v1::RUNNING,
+            MigState::Running | MigState::RunningP2p => v1::RUNNING,
+            MigState::PreCopy | MigState::PreCopyP2p => v1::RUNNING | v1::SAVING, // 011: pre-copy
             MigState::StopCopy => v1::SAVING,
             MigState::Resuming => v1::RESUMING,
             MigState::Stop => 0,
@@ -416,7 +811,10 @@ impl V1Region {
         match offset {
             v1::OFF_DEVICE_STATE => Ok(u64::from(self.v1_state())),
             v1::OFF_PENDING_BYTES => {
-                if self.inner.state() != MigState::StopCopy {
+                if !matches!(
+                    self.inner.state(),
+                    MigState::StopCopy | MigState::PreCopy | MigState::PreCopyP2p
+                ) {
                     return Ok(0);
                 }
                 // Reading pending_bytes starts an iteration: the previous
@@ -440,6 +838,7 @@ impl V1Region {
                 let target = match u32::try_from(value).unwrap_or(u32::MAX) {
                     v1::RUNNING => MigState::Running,
                     v1::SAVING => MigState::StopCopy,
+                    x if x == v1::RUNNING | v1::SAVING => MigState::PreCopy,
                     v1::RESUMING => MigState::Resuming,
                     0 => MigState::Stop,
                     other => {

@@ -8,10 +8,12 @@
 //! source back to RUNNING.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use mdevmig_plugin_api::{SectionConversion, SectionLayout, SectionSpec, VendorPlugin};
 
 use super::guard::SourceGuard;
+use super::live::{Counted, Live, LiveCtl, Mode};
 use super::{check_idle, SaveOptions, SaveReport};
 use crate::auth::SigningKeyPair;
 use crate::codec::{
@@ -37,7 +39,25 @@ pub fn save(
     check_idle(dev, "source device")?;
     let mut dev = SourceGuard::new(dev);
     let plan = SavePlan::new(&mut *dev, registry, key, opts)?;
-    let report = plan.copy(&mut dev, key, out, opts)?;
+    let report = plan.copy(&mut dev, key, out, opts, Live::new(Mode::Policy(opts.converge)))?;
+    dev.done();
+    Ok(report)
+}
+
+/// The migration region's save: `dev` is already in PRE_COPY(_P2P) or
+/// STOP_COPY (the region took the arc the VMM asked for), and the VMM decides,
+/// through `ctl`, when PRE_COPY ends. On failure the device goes back to RUNNING.
+pub(crate) fn save_driven(
+    dev: &mut dyn MigrationDevice,
+    registry: &Registry,
+    key: &SigningKeyPair,
+    out: impl Write,
+    opts: &SaveOptions,
+    ctl: Arc<LiveCtl>,
+) -> Result<SaveReport> {
+    let mut dev = SourceGuard::new(dev);
+    let plan = SavePlan::new(&mut *dev, registry, key, opts)?;
+    let report = plan.copy(&mut dev, key, out, opts, Live::new(Mode::Driven(ctl)))?;
     dev.done();
     Ok(report)
 }
@@ -50,6 +70,8 @@ struct SavePlan<'r> {
     layout: Vec<SectionLayout>,
     /// Per raw section: the spec it is sent under, or `None` when left out.
     keep: Vec<Option<SectionSpec>>,
+    /// The device's size estimate when the save began.
+    raw_estimate: u64,
 }
 
 impl<'r> SavePlan<'r> {
@@ -90,44 +112,49 @@ impl<'r> SavePlan<'r> {
             header,
             layout,
             keep,
+            raw_estimate: raw_len,
         })
     }
 
-    /// Moves the device to PRE_COPY (when asked and supported) or STOP_COPY,
-    /// copies every section into the envelope, and stops the device.
+    /// Moves the device to PRE_COPY (when asked and supported) or STOP_COPY
+    /// (a driven save finds it there), copies every section into the envelope,
+    /// going through PRE_COPY's rounds as `live` decides, and stops the device.
     fn copy(
         self,
         dev: &mut SourceGuard<'_>,
         key: &SigningKeyPair,
         out: impl Write,
         opts: &SaveOptions,
+        mut live: Live,
     ) -> Result<SaveReport> {
-        let mut w = StreamWriter::new(out, &self.header, key)?;
         let precopy = opts.precopy && dev.migration_flags() & FLAG_PRE_COPY != 0;
-        dev.set_state(if precopy {
-            MigState::PreCopy
-        } else {
-            MigState::StopCopy
-        })?;
+        live.start(&mut **dev, precopy, &self.header, self.raw_estimate)?;
+        let mut w = StreamWriter::new(Counted::new(out, live.counter()), &self.header, key)?;
         let mut src = RawSource {
             dev: &mut *dev,
-            in_precopy: precopy,
+            live,
             read: 0,
             precopy_bytes: 0,
         };
         for (l, keep) in self.layout.iter().zip(&self.keep) {
             if l.spec.streamed {
                 let bound = keep.as_ref().map_or(l.spec.max_len, |s| s.max_len);
-                src.stream_section(keep.as_ref().map(|_| &mut w), bound, &l.spec.name)?;
+                src.stream_section(&mut w, keep.is_some(), bound, &l.spec.name)?;
             } else {
-                check_framing(self.plugin, &mut src, l)?;
-                src.copy_exact(keep.as_ref().map(|_| &mut w), l.len)?;
+                check_framing(self.plugin, &mut src, &mut w, l)?;
+                src.copy_exact(&mut w, keep.is_some(), l.len)?;
             }
         }
-        src.expect_end()?;
-        let (raw_bytes, precopy_bytes) = (src.read, src.precopy_bytes);
+        src.expect_end(&mut w)?;
+        let RawSource {
+            live,
+            read: raw_bytes,
+            precopy_bytes,
+            ..
+        } = src;
         let data_bytes = w.data_bytes();
         w.finish()?;
+        let live = live.report();
         dev.set_state(MigState::Stop)?;
         Ok(SaveReport {
             header: self.header,
@@ -135,6 +162,7 @@ impl<'r> SavePlan<'r> {
             data_bytes,
             precopy_bytes,
             state_digest: dev.state_digest(),
+            live,
         })
     }
 }
@@ -230,69 +258,115 @@ fn new_stream_id() -> [u8; 16] {
     id
 }
 
-/// Reads the device's raw stream in exact amounts, moving from PRE_COPY to
-/// STOP_COPY at the first temporary end of data.
+/// What one device read gave.
+enum Got {
+    Data(usize),
+    /// PRE_COPY's temporary end of data ("no more now").
+    Pause,
+    End,
+}
+
+/// Reads the device's raw stream into the envelope writer; at each temporary end
+/// of data in PRE_COPY, [`Live`] decides what comes next.
 struct RawSource<'g, 'd> {
     dev: &'g mut SourceGuard<'d>,
-    in_precopy: bool,
+    live: Live,
     read: u64,
     precopy_bytes: u64,
 }
 
+type Writer<W> = StreamWriter<Counted<W>>;
+
 impl RawSource<'_, '_> {
-    /// Fills `buf` exactly: for an exact-length section.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
-        let mut got = 0;
-        while got < buf.len() {
-            match self.read_some(&mut buf[got..])? {
-                0 => {
-                    return Err(Error::new(
-                        Code::DeviceData,
-                        format!(
-                            "device stream ended after {} bytes, before its declared size",
-                            self.read
-                        ),
-                    ))
+    /// One device read.
+    fn read_raw(&mut self, buf: &mut [u8]) -> Result<Got> {
+        self.live.before_read();
+        match self.dev.read_data(buf)? {
+            DataRead::Data(n) => {
+                self.read = self.read.saturating_add(n as u64);
+                if self.live.in_precopy {
+                    self.precopy_bytes = self.precopy_bytes.saturating_add(n as u64);
                 }
+                self.live.count_raw(n);
+                Ok(Got::Data(n))
+            }
+            DataRead::NotYet if self.live.in_precopy => Ok(Got::Pause),
+            DataRead::NotYet => Err(Error::new(
+                Code::DeviceData,
+                "device returned ENOMSG in STOP_COPY",
+            )),
+            DataRead::End => Ok(Got::End),
+        }
+    }
+
+    /// The device has nothing now: send every complete chunk, then let the
+    /// round's owner decide (the save reads again when this returns).
+    fn pause<W: Write>(&mut self, w: &mut Writer<W>) -> Result<()> {
+        w.flush_complete()?;
+        self.live.emitted(w.emitted());
+        self.live.at_temporary_end(&mut **self.dev, w.held())
+    }
+
+    /// Reads what the device has into `buf` (at least one byte), waiting out
+    /// temporary ends; 0 at the device's end of data.
+    fn read_some<W: Write>(&mut self, w: &mut Writer<W>, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.read_raw(buf)? {
+                Got::Data(n) => return Ok(n),
+                Got::Pause => self.pause(w)?,
+                Got::End => return Ok(0),
+            }
+        }
+    }
+
+    /// Fills `buf` exactly: framing, or data that is not sent.
+    fn fill<W: Write>(&mut self, w: &mut Writer<W>, buf: &mut [u8]) -> Result<()> {
+        let mut got = 0;
+        while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+            match self.read_some(w, rest)? {
+                0 => return Err(self.short()),
                 n => got += n,
             }
         }
         Ok(())
     }
 
-    /// Reads what the device has (at least one byte), or 0 at its end of data:
-    /// for a streamed section, whose length is known only at that end.
-    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize> {
-        loop {
-            match self.dev.read_data(buf)? {
-                DataRead::Data(n) => {
-                    self.read += n as u64;
-                    if self.in_precopy {
-                        self.precopy_bytes += n as u64;
-                    }
-                    return Ok(n);
-                }
-                DataRead::NotYet if self.in_precopy => {
-                    self.dev.set_state(MigState::StopCopy)?;
-                    self.in_precopy = false;
-                }
-                DataRead::NotYet => {
-                    return Err(Error::new(
-                        Code::DeviceData,
-                        "device returned ENOMSG in STOP_COPY",
-                    ));
-                }
-                DataRead::End => return Ok(0),
-            }
-        }
+    fn short(&self) -> Error {
+        Error::new(
+            Code::DeviceData,
+            format!(
+                "device stream ended after {} bytes, before its declared size",
+                self.read
+            ),
+        )
     }
 
-    /// Copies a streamed section from the device into `w` until the device's end
-    /// of data (or, for a section left out, reads and discards it); a device that
+    /// Moves up to `max` bytes from the device straight into the chunk being
+    /// built. The read happens inside the writer's callback, so a temporary end
+    /// is reported out (as `Got::Pause`) and handled here, with the writer free.
+    fn copy_into<W: Write>(&mut self, w: &mut Writer<W>, max: usize) -> Result<Got> {
+        let mut got = Got::End;
+        let n = w.write_some(max, |space| {
+            got = self.read_raw(space)?;
+            Ok(match got {
+                Got::Data(n) => n,
+                Got::Pause | Got::End => 0,
+            })
+        })?;
+        self.live.emitted(w.emitted());
+        Ok(match got {
+            Got::Data(_) => Got::Data(n),
+            other => other,
+        })
+    }
+
+    /// Copies a streamed section from the device until the device's end of
+    /// data (or, for a section left out, reads and discards it); a device that
     /// yields more than the section's bound is refused. Returns the final length.
     fn stream_section<W: Write>(
         &mut self,
-        w: Option<&mut StreamWriter<W>>,
+        w: &mut Writer<W>,
+        keep: bool,
         bound: u64,
         name: &str,
     ) -> Result<u64> {
@@ -302,32 +376,32 @@ impl RawSource<'_, '_> {
                 format!("the device yields more than section {name}'s bound of {bound} bytes"),
             )
         };
-        match w {
-            Some(w) => loop {
-                if w.section_room() == 0 {
-                    let mut probe = [0u8; 1];
-                    if self.read_some(&mut probe)? != 0 {
-                        return Err(over());
-                    }
-                    return w.end_section();
+        if !keep {
+            let mut discard = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = self.read_some(w, &mut discard)? as u64;
+                if n == 0 {
+                    return Ok(total);
                 }
-                if w.write_some(usize::MAX, |space| self.read_some(space))? == 0 {
-                    return w.end_section();
+                total = total.saturating_add(n);
+                if total > bound {
+                    return Err(over());
                 }
-            },
-            None => {
-                let mut discard = vec![0u8; 1 << 20];
-                let mut total = 0u64;
-                loop {
-                    let n = self.read_some(&mut discard)? as u64;
-                    if n == 0 {
-                        return Ok(total);
-                    }
-                    total = total.saturating_add(n);
-                    if total > bound {
-                        return Err(over());
-                    }
+            }
+        }
+        loop {
+            if w.section_room() == 0 {
+                let mut probe = [0u8; 1];
+                if self.read_some(w, &mut probe)? != 0 {
+                    return Err(over());
                 }
+                return w.end_section();
+            }
+            match self.copy_into(w, usize::MAX)? {
+                Got::Data(_) => {}
+                Got::Pause => self.pause(w)?,
+                Got::End => return w.end_section(),
             }
         }
     }
@@ -335,33 +409,37 @@ impl RawSource<'_, '_> {
     /// Copies an exact-length section of `len` bytes into `w` (the device writes
     /// straight into the chunk being signed), or reads and discards it when the
     /// section is left out.
-    fn copy_exact<W: Write>(&mut self, mut w: Option<&mut StreamWriter<W>>, len: u64) -> Result<()> {
+    fn copy_exact<W: Write>(&mut self, w: &mut Writer<W>, keep: bool, len: u64) -> Result<()> {
         let mut left = len;
         let mut discard = Vec::new();
         while left > 0 {
             let max = usize::try_from(left).unwrap_or(usize::MAX);
-            let n = match w.as_mut() {
-                Some(w) => w.write_with(max, |space| self.fill(space))?,
-                None => {
-                    discard.resize(max.min(1 << 20), 0);
-                    self.fill(&mut discard)?;
-                    discard.len()
+            let n = if keep {
+                match self.copy_into(w, max)? {
+                    Got::Data(n) => n,
+                    Got::Pause => {
+                        self.pause(w)?;
+                        0
+                    }
+                    Got::End => return Err(self.short()),
                 }
+            } else {
+                discard.resize(max.min(1 << 20), 0);
+                self.fill(w, &mut discard)?;
+                discard.len()
             };
             left = left.saturating_sub(n as u64);
         }
         Ok(())
     }
 
-    /// After the last section: the device's stream must be at its end.
-    fn expect_end(&mut self) -> Result<()> {
-        if self.in_precopy {
-            self.dev.set_state(MigState::StopCopy)?;
-            self.in_precopy = false;
-        }
+    /// After the last section: the device's stream must be at its end. A save
+    /// still in PRE_COPY here (its whole state pre-copied) waits for STOP_COPY
+    /// like any other temporary end.
+    fn expect_end<W: Write>(&mut self, w: &mut Writer<W>) -> Result<()> {
         let mut probe = [0u8; 1];
-        match self.dev.read_data(&mut probe)? {
-            DataRead::End => Ok(()),
+        match self.read_some(w, &mut probe)? {
+            0 => Ok(()),
             _ => Err(Error::new(
                 Code::DeviceData,
                 format!("device produced more than its declared {} bytes", self.read),
@@ -389,7 +467,12 @@ fn check_streamed_layout(layout: &[SectionLayout]) -> Result<()> {
     Ok(())
 }
 
-fn check_framing(plugin: &dyn VendorPlugin, src: &mut RawSource<'_, '_>, l: &SectionLayout) -> Result<()> {
+fn check_framing<W: Write>(
+    plugin: &dyn VendorPlugin,
+    src: &mut RawSource<'_, '_>,
+    w: &mut Writer<W>,
+    l: &SectionLayout,
+) -> Result<()> {
     if l.framing_len == 0 {
         return Ok(());
     }
@@ -406,7 +489,7 @@ fn check_framing(plugin: &dyn VendorPlugin, src: &mut RawSource<'_, '_>, l: &Sec
         ));
     }
     let mut got = vec![0u8; n];
-    src.fill(&mut got)?;
+    src.fill(w, &mut got)?;
     if got != expected {
         return Err(Error::new(
             Code::Framing,

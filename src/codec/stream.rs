@@ -106,6 +106,8 @@ pub struct StreamWriter<W: Write> {
     buf: Vec<u8>,
     fill: usize,
     total: u64,
+    /// Data bytes of the chunks written to the output.
+    emitted: u64,
     pool: Pool,
     in_flight: usize,
     depth: usize,
@@ -145,6 +147,7 @@ impl<W: Write> StreamWriter<W> {
             buf: vec![0; cap],
             fill: 0,
             total: 0,
+            emitted: 0,
             pool,
             in_flight: 0,
             depth,
@@ -267,6 +270,29 @@ impl<W: Write> StreamWriter<W> {
         })
     }
 
+    /// Writes every complete chunk (waiting for the hashing workers) and flushes
+    /// the output: what a live save does at the device's temporary end of data,
+    /// so the reader gets every byte that can be sent. The chunk being built
+    /// stays: chunks are cut canonically (`spec/wire-format.md` §5), so its
+    /// [`held`](StreamWriter::held) bytes go out with the data that completes it.
+    pub fn flush_complete(&mut self) -> Result<()> {
+        self.drain(0)?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io(Code::IoWrite, "flushing chunks", &e))
+    }
+
+    /// Data bytes in the chunk being built (not yet signed or written).
+    pub fn held(&self) -> u64 {
+        len64(self.fill)
+    }
+
+    /// Data bytes of the chunks written to the output so far (chunks being
+    /// hashed and the one being built are not counted).
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
     /// Ends the current streamed section: writes its last (short) chunk and the
     /// signed end record with its final length, and moves to the next section.
     /// Returns the final length.
@@ -304,6 +330,7 @@ impl<W: Write> StreamWriter<W> {
         let fields = d.rec.fields();
         write_all_vectored(&mut self.out, [&fields[..], &d.sig[..], &d.buf[..]])
             .map_err(|e| Error::io(Code::IoWrite, "writing chunk", &e))?;
+        self.emitted = self.emitted.saturating_add(len64(d.buf.len()));
         self.free.push(d.buf);
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Device specs on the command line.
 //!
 //! ```text
-//! sim:<plugin>/<type>[,seed=N][,flags=N][,versions=LO..HI][,caps=a+b][,key=value...]
+//! sim:<plugin>/<type>[,seed=N][,flags=N][,versions=LO..HI][,caps=a+b][,dirty-rate=N[K|M|G]][,key=value...]
 //! file:<path>,plugin=<p>,type=<t>[,key=value...]
 //! vfio:<mdev uuid or sysfs path>
 //! ```
@@ -9,8 +9,12 @@
 //! For `sim:` devices, `seed` picks the deterministic state, `flags` the VFIO
 //! migration flags (default 7: STOP_COPY|P2P|PRE_COPY), `versions` narrows the state
 //! versions the plugin produces and loads on this host (standing in for an older or
-//! newer plugin), `caps` lists host capabilities (`+`-separated); every other
-//! `key=value` is a device configuration attribute the plugin checks.
+//! newer plugin), `caps` lists host capabilities (`+`-separated), `dirty-rate` the
+//! bytes per second the simulated guest writes while the device runs (a plain
+//! integer, or with a binary suffix `K`, `M` or `G`: `dirty-rate=64M` is 64 MiB/s;
+//! default 0, an idle guest; see [`super::SimDevice::set_dirty_rate`]); every other
+//! `key=value` is a device configuration attribute the plugin checks (or one of
+//! its sim options).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -39,6 +43,8 @@ pub enum DeviceSpec {
         versions: Option<VersionWindow>,
         /// Host capabilities.
         caps: BTreeSet<String>,
+        /// Bytes per second the simulated guest writes while the device runs.
+        dirty_rate: u64,
         /// Configuration attributes.
         attributes: BTreeMap<String, String>,
     },
@@ -113,6 +119,18 @@ impl std::str::FromStr for DeviceSpec {
                     .remove("caps")
                     .map(|c| c.split('+').filter(|s| !s.is_empty()).map(String::from).collect())
                     .unwrap_or_default();
+                let dirty_rate = match kv.remove("dirty-rate") {
+                    Some(s) => parse_rate(&s).ok_or_else(|| {
+                        bad(
+                            spec,
+                            format!(
+                                "dirty-rate={s:?} is not bytes per second \
+                                 (an integer, optionally with a suffix K, M or G)"
+                            ),
+                        )
+                    })?,
+                    None => 0,
+                };
                 Ok(DeviceSpec::Sim {
                     vendor: vendor.into(),
                     device_type: device_type.into(),
@@ -120,6 +138,7 @@ impl std::str::FromStr for DeviceSpec {
                     flags,
                     versions,
                     caps,
+                    dirty_rate,
                     attributes: kv,
                 })
             }
@@ -152,6 +171,19 @@ impl std::str::FromStr for DeviceSpec {
     }
 }
 
+/// Bytes per second: decimal digits, optionally followed by a binary suffix `K`
+/// (KiB), `M` (MiB) or `G` (GiB); `None` for anything else or on overflow.
+fn parse_rate(s: &str) -> Option<u64> {
+    let (digits, shift) = [('K', 10), ('M', 20), ('G', 30)]
+        .into_iter()
+        .find_map(|(suffix, shift)| Some((s.strip_suffix(suffix)?, shift)))
+        .unwrap_or((s, 0));
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
 fn parse_u64(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -176,6 +208,7 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
             flags,
             versions,
             caps,
+            dirty_rate,
             attributes,
         } => {
             let sim = registry.sim(vendor).ok_or_else(|| {
@@ -204,7 +237,8 @@ pub fn open(spec: &DeviceSpec, registry: &Registry) -> Result<(Box<dyn Migration
                     attributes,
                 },
             )?;
-            let dev = super::sim::SimDevice::new(info, *flags, model);
+            let mut dev = super::sim::SimDevice::new(info, *flags, model);
+            dev.set_dirty_rate(*dirty_rate);
             Ok((Box::new(dev), HostOverrides { versions: *versions }))
         }
         DeviceSpec::File {
@@ -271,12 +305,88 @@ mod tests {
             "sim:a/b,seed",
             "sim:a/b,versions=3..1",
             "vfio:",
+            "sim:a/b,dirty-rate=",
+            "sim:a/b,dirty-rate=M",
+            "sim:a/b,dirty-rate=-1",
+            "sim:a/b,dirty-rate=+5",
+            "sim:a/b,dirty-rate=1.5M",
+            "sim:a/b,dirty-rate=64m",
+            "sim:a/b,dirty-rate=64MB",
+            "sim:a/b,dirty-rate=64 M",
+            "sim:a/b,dirty-rate=0x10",
+            "sim:a/b,dirty-rate=18446744073709551616",
+            "sim:a/b,dirty-rate=17179869184G",
+            "sim:a/b,dirty-rate=1,dirty-rate=2",
         ] {
             assert_eq!(
                 bad.parse::<DeviceSpec>().unwrap_err().code,
                 Code::DeviceSpec,
                 "{bad}"
             );
+        }
+    }
+
+    fn dirty_rate_of(spec: &str) -> u64 {
+        match spec.parse::<DeviceSpec>().unwrap() {
+            DeviceSpec::Sim {
+                dirty_rate,
+                attributes,
+                ..
+            } => {
+                assert!(!attributes.contains_key("dirty-rate"), "{spec}");
+                dirty_rate
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dirty_rate_parses_with_binary_suffixes_and_is_not_an_attribute() {
+        assert_eq!(dirty_rate_of("sim:simgpu/vgpu-64m"), 0);
+        assert_eq!(dirty_rate_of("sim:simgpu/vgpu-64m,dirty-rate=0"), 0);
+        assert_eq!(dirty_rate_of("sim:simgpu/vgpu-64m,dirty-rate=1000"), 1000);
+        assert_eq!(dirty_rate_of("sim:simgpu/vgpu-64m,dirty-rate=4K"), 4 << 10);
+        assert_eq!(
+            dirty_rate_of("sim:simgpu/vgpu-64m,seed=3,dirty-rate=64M"),
+            64 << 20
+        );
+        assert_eq!(dirty_rate_of("sim:xe/xe-vf-64m,dirty-rate=2G,dirty=5"), 2 << 30);
+        assert_eq!(dirty_rate_of("sim:a/b,dirty-rate=18446744073709551615"), u64::MAX);
+        assert_eq!(
+            dirty_rate_of("sim:a/b,dirty-rate=17179869183G"),
+            17_179_869_183 << 30
+        );
+        // Other options stay attributes; the error names the option.
+        match "sim:xe/xe-vf-64m,dirty-rate=1M,dirty=5"
+            .parse::<DeviceSpec>()
+            .unwrap()
+        {
+            DeviceSpec::Sim { attributes, .. } => assert_eq!(attributes["dirty"], "5"),
+            other => panic!("{other:?}"),
+        }
+        let e = "sim:a/b,dirty-rate=fast".parse::<DeviceSpec>().unwrap_err();
+        assert!(e.message.contains("dirty-rate"), "{}", e.message);
+        // Not an option of the other schemes.
+        assert!(matches!(
+            "file:/x,plugin=p,type=t,dirty-rate=1".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::File { attributes, .. } if attributes.contains_key("dirty-rate")
+        ));
+    }
+
+    #[test]
+    fn the_spec_s_dirty_rate_reaches_the_device() {
+        let registry = Registry::builtin();
+        for (spec, busy) in [
+            ("sim:simgpu/vgpu-64m,dirty-rate=1G", true),
+            ("sim:xe/xe-vf-64m,dirty-rate=64M", true),
+            ("sim:simgpu/vgpu-64m", false),
+        ] {
+            let (mut dev, _) = open(&spec.parse().unwrap(), &registry).unwrap();
+            assert!(!dev.info().attributes.contains_key("dirty-rate"), "{spec}");
+            let before = dev.state_digest().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // A running guest changes the state; an idle one does not.
+            assert_eq!(dev.state_digest().unwrap() != before, busy, "{spec}");
         }
     }
 }

@@ -15,8 +15,11 @@
 //! [`begin_save`](SimModel::begin_save) fixes a snapshot. The stream is
 //!
 //! ```text
-//! descriptor | VRAM chunks of the snapshot, tile by tile, ascending   <- precopy_len
-//! | VRAM re-sends: one 4 KiB packet per page dirtied since begin_save (final content)
+//! descriptor | VRAM chunks of the snapshot, tile by tile, ascending
+//! | round re-sends: per pre-copy round, one 4 KiB VRAM packet per page dirtied
+//!   since the round before (or begin_save), its content at that round  ...  <- precopy_len
+//! | final re-sends: one 4 KiB VRAM packet per page dirtied since the last round
+//!   (its content at stop)
 //! | per GT in id order: GuC, GGTT (primary GTs), MMIO | trailer
 //! ```
 //!
@@ -34,11 +37,32 @@
 //! [`guest_activity`](SimModel::guest_activity) round, so the stream's length
 //! varies with the seed.
 //!
+//! # Pre-copy rounds
+//!
+//! Pre-copy yields data in several rounds, the way mlx5 does: once the reader has
+//! read everything up to `precopy_len` (and got ENOMSG), asking for precopy info
+//! calls [`next_precopy_round`](SimModel::next_precopy_round), which appends one
+//! 4 KiB VRAM re-send per page dirtied since the last round, with the page's
+//! current content, clears the dirty set and moves `precopy_len` to the new end.
+//! [`dirty_bytes`](SimModel::dirty_bytes) is the pages dirty now times 4120 bytes
+//! (header and page), what the next round or the stop-copy part would re-send.
+//!
+//! The stream stays within [`Config::max_stream_len`], the bound the plugin
+//! declares: its re-send allowance ([`Config::resend_allowance`]) keeps room for
+//! the stop-copy part to re-send every page once, and rounds together may use the
+//! rest, `resend_allowance - pages × 4120` bytes. A round that would pass that adds
+//! nothing and leaves the pages dirty, like a real device whose dirty tracking is
+//! exhausted: the VMM then sees `dirty_bytes` not going down and stops the guest.
+//!
 //! # The length estimate
 //!
-//! [`raw_len`](SimModel::raw_len) is MIG_DATA_SIZE, an estimate, deliberately
-//! wrong by [`estimate_error`]: **even seeds over-estimate, odd seeds
-//! under-estimate**, by `4 KiB × (1 + (mix(seed) mod 16))`. (The driver's own
+//! [`raw_len`](SimModel::raw_len) is MIG_DATA_SIZE. A device with no save in
+//! progress only estimates it, deliberately wrong by [`estimate_error`]: **even
+//! seeds over-estimate, odd seeds under-estimate**, by
+//! `4 KiB × (1 + (mix(seed) mod 16))`. While a save is in progress (`begin_save`
+//! called, the stop-copy part not yet fixed) the device knows what it has left and
+//! `raw_len` is exact: the stream up to `precopy_len`, a re-send per page dirty
+//! now, the small resources and the trailer. (The driver's own
 //! estimate, `xe_sriov_pf_migration_size`, also misses: it counts one header per
 //! resource, not per VRAM chunk, and neither the descriptor nor the trailer.) The
 //! stream ends where `read_raw` returns 0.
@@ -360,6 +384,8 @@ struct Save {
     segs: Vec<Segment>,
     precopy_len: u64,
     dirty: BTreeSet<u64>,
+    /// Stream bytes of the re-sends pre-copy rounds appended.
+    round_bytes: u64,
     tail_fixed: bool,
 }
 
@@ -599,8 +625,30 @@ impl XeModel {
             segs,
             precopy_len,
             dirty,
+            round_bytes: 0,
             tail_fixed: false,
         });
+    }
+
+    /// Stream bytes pre-copy rounds may use for re-sends over a whole save: the
+    /// plugin's re-send allowance less one re-send of every page, which the
+    /// stop-copy part may need.
+    pub fn round_budget(&self) -> u64 {
+        self.config
+            .resend_allowance()
+            .saturating_sub(self.pages().saturating_mul(RESEND_LEN))
+    }
+
+    /// Appends a 4 KiB VRAM packet re-sending device page `p` as `page`.
+    fn push_resend(c: Config, segs: &mut Vec<Segment>, p: u64, page: Page) {
+        let ppt = c.pages_per_tile().max(1);
+        let tile = u8::try_from(p.checked_div(ppt).unwrap_or(0)).unwrap_or(0);
+        let offset = p.checked_rem(ppt).unwrap_or(0).saturating_mul(PAGE_SIZE_U64);
+        Self::push(
+            segs,
+            Header::new(PacketType::VRAM, tile, c.primary_gt(tile), offset, PAGE_SIZE_U64),
+            Body::Page(p, page),
+        );
     }
 
     fn fix_tail(&mut self) {
@@ -611,15 +659,8 @@ impl XeModel {
         if save.tail_fixed {
             return;
         }
-        let ppt = c.pages_per_tile().max(1);
         for p in &save.dirty {
-            let tile = u8::try_from(p.checked_div(ppt).unwrap_or(0)).unwrap_or(0);
-            let offset = p.checked_rem(ppt).unwrap_or(0).saturating_mul(PAGE_SIZE_U64);
-            Self::push(
-                &mut save.segs,
-                Header::new(PacketType::VRAM, tile, c.primary_gt(tile), offset, PAGE_SIZE_U64),
-                Body::Page(*p, self.live.vram.page(*p)),
-            );
+            Self::push_resend(c, &mut save.segs, *p, self.live.vram.page(*p));
         }
         let bytes = |v: &[u8]| {
             (
@@ -703,8 +744,12 @@ impl XeModel {
 
 impl SimModel for XeModel {
     fn raw_len(&self) -> u64 {
-        let err = estimate_error(self.config.ty.name(), self.seed);
         let exact = self.exact_len();
+        if self.save.as_ref().is_some_and(|s| !s.tail_fixed) {
+            // A save in progress: the device knows what it has left.
+            return exact;
+        }
+        let err = estimate_error(self.config.ty.name(), self.seed);
         match u64::try_from(err) {
             Ok(up) => exact.saturating_add(up),
             Err(_) => exact.saturating_sub(err.unsigned_abs()),
@@ -756,12 +801,34 @@ impl SimModel for XeModel {
     fn dirty_bytes(&self) -> u64 {
         self.save
             .as_ref()
+            .filter(|s| !s.tail_fixed)
             .map(|s| {
                 u64::try_from(s.dirty.len())
                     .unwrap_or(0)
                     .saturating_mul(RESEND_LEN)
             })
             .unwrap_or(0)
+    }
+
+    fn next_precopy_round(&mut self) {
+        let c = self.config;
+        let budget = self.round_budget();
+        let Some(save) = self.save.as_mut().filter(|s| !s.tail_fixed) else {
+            return;
+        };
+        let cost = u64::try_from(save.dirty.len())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(RESEND_LEN);
+        let Some(used) = save.round_bytes.checked_add(cost).filter(|u| *u <= budget) else {
+            // Tracking exhausted: the pages stay dirty, dirty_bytes does not go
+            // down, and the stop-copy part re-sends them.
+            return;
+        };
+        for p in std::mem::take(&mut save.dirty) {
+            Self::push_resend(c, &mut save.segs, p, self.live.vram.page(p));
+        }
+        save.round_bytes = used;
+        save.precopy_len = save.segs.last().map(Segment::end).unwrap_or(save.precopy_len);
     }
 
     fn guest_activity(&mut self, rounds: u32) {

@@ -1,5 +1,6 @@
 //! The simulated Xe VF: round trips in odd splits, the estimate in both
-//! directions, pre-copy re-sends, loads refused or abandoned, wrong bytes seen.
+//! directions, pre-copy re-sends and rounds within the re-send allowance, loads
+//! refused or abandoned, wrong bytes seen.
 
 use std::collections::BTreeMap;
 
@@ -269,4 +270,151 @@ fn gigabyte_round_trip() {
     dst.end_load().unwrap();
     assert!(at >= 1 << 30);
     assert_eq!(dst.digest(), src.digest());
+}
+
+/// Reads `m`'s stream from `out.len()` up to `end` (or its end of data) into `out`.
+fn read_to(m: &mut XeModel, out: &mut Vec<u8>, end: u64) {
+    let mut buf = vec![0u8; 100_000];
+    while (out.len() as u64) < end {
+        let want = ((end - out.len() as u64) as usize).min(buf.len());
+        let n = m.read_raw(out.len() as u64, &mut buf[..want]);
+        if n == 0 {
+            return;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Reads `m`'s stream up to its current `precopy_len`, as PRE_COPY serves it.
+fn read_precopy(m: &mut XeModel, out: &mut Vec<u8>) {
+    let end = m.precopy_len();
+    read_to(m, out, end);
+}
+
+/// Checks `stream` with the plugin's validator for `m`'s configuration.
+fn validate(m: &XeModel, stream: &[u8]) {
+    let config = m.config();
+    let mut v = StreamValidator::new(&config);
+    v.feed(stream).unwrap();
+    v.finish().unwrap();
+    assert!(stream.len() as u64 <= config.max_stream_len());
+}
+
+#[test]
+fn precopy_rounds_re_send_dirtied_pages_and_the_final_state_loads() {
+    for (ty, pairs) in [
+        (XE_VF_TINY, &[("dirty", "4")][..]),
+        (XE_VF_TINY, &[("dirty", "3"), ("tiles", "2"), ("gts", "1")][..]),
+        (XE_VF_64M, &[][..]),
+    ] {
+        let name = format!("{} {pairs:?}", ty.name());
+        for seed in [20u64, 21] {
+            let mut src = model(ty, seed, pairs);
+            src.begin_save();
+            let initial = src.precopy_len();
+            let mut stream = Vec::new();
+            read_to(&mut src, &mut stream, initial);
+            assert_eq!(stream.len() as u64, initial, "{name}");
+            // The pages dirtied at begin_save are the first round's.
+            let mut resent = 0u64;
+            for round in 0..4 {
+                if round > 0 {
+                    src.guest_activity(1);
+                }
+                let dirty = src.dirty_bytes();
+                assert!(dirty > 0, "{name} round {round}");
+                assert_eq!(dirty % (4096 + 24), 0);
+                let before = src.precopy_len();
+                src.next_precopy_round();
+                assert_eq!(src.precopy_len() - before, dirty, "{name} round {round}");
+                assert_eq!(src.dirty_bytes(), 0);
+                resent += dirty;
+                // Nothing dirty: a round adds nothing.
+                src.next_precopy_round();
+                assert_eq!(src.precopy_len() - before, dirty);
+                read_precopy(&mut src, &mut stream);
+                assert_eq!(stream.len() as u64, src.precopy_len(), "{name}");
+            }
+            assert!(resent <= src.round_budget());
+            // Activity after the last round: re-sent by the stop-copy part. While
+            // the save is in progress MIG_DATA_SIZE is exact, for odd seeds too.
+            src.guest_activity(2);
+            assert!(src.dirty_bytes() > 0);
+            let expect = src.raw_len();
+            assert_eq!(expect, src.exact_len());
+            read_to(&mut src, &mut stream, u64::MAX);
+            assert_eq!(stream.len() as u64, expect, "{name} seed {seed}");
+            // Rounds add nothing once the stop-copy part is fixed.
+            src.next_precopy_round();
+            assert_eq!(src.exact_len(), expect);
+            assert_eq!(src.dirty_bytes(), 0);
+            validate(&src, &stream);
+            let resends = headers(&stream)
+                .iter()
+                .filter(|(_, h)| h.ty == PacketType::VRAM && h.size == 4096)
+                .count() as u64;
+            assert!(resends * (4096 + 24) > resent, "{name}");
+            let mut dst = model(ty, seed + 100, pairs);
+            assert_ne!(dst.digest(), src.digest());
+            load_odd(&mut dst, &stream).unwrap();
+            assert_eq!(dst.digest(), src.digest(), "{name} seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn a_round_without_a_save_in_progress_does_nothing() {
+    let mut m = model(XE_VF_TINY, 5, &[]);
+    let (len, pre) = (m.raw_len(), m.precopy_len());
+    m.next_precopy_round();
+    assert_eq!((m.raw_len(), m.precopy_len()), (len, pre));
+    // The same stream as a save that never had a round.
+    let mut a = model(XE_VF_TINY, 5, &[]);
+    assert_eq!(read_stream(&mut m), read_stream(&mut a));
+}
+
+#[test]
+fn rounds_never_take_the_stream_past_its_bound() {
+    for (ty, pairs) in [
+        (XE_VF_TINY, &[][..]),
+        (XE_VF_TINY, &[("tiles", "2")][..]),
+        (XE_VF_64M, &[("dirty", "0")][..]),
+    ] {
+        let name = format!("{} {pairs:?}", ty.name());
+        let mut src = model(ty, 8, pairs);
+        let pages = ty.vram() / 4096;
+        // Heavy activity: every round dirties about as many pages as the device has.
+        let activity = (pages / 8).clamp(8, 512) as u32;
+        src.begin_save();
+        let mut stream = Vec::new();
+        read_precopy(&mut src, &mut stream);
+        let mut refused = 0;
+        for _ in 0..24 {
+            src.guest_activity(activity);
+            let dirty = src.dirty_bytes();
+            let before = src.precopy_len();
+            src.next_precopy_round();
+            if src.precopy_len() == before {
+                // Tracking exhausted: the pages stay dirty, dirty_bytes does not go down.
+                assert_eq!(src.dirty_bytes(), dirty, "{name}");
+                refused += 1;
+            } else {
+                assert_eq!(src.dirty_bytes(), 0, "{name}");
+            }
+            read_precopy(&mut src, &mut stream);
+        }
+        assert!(refused > 0, "{name}: the allowance was never reached");
+        let expect = src.raw_len();
+        read_to(&mut src, &mut stream, u64::MAX);
+        assert_eq!(stream.len() as u64, expect, "{name}");
+        validate(&src, &stream);
+        let resends = headers(&stream)
+            .iter()
+            .filter(|(_, h)| h.ty == PacketType::VRAM && h.size == 4096)
+            .count() as u64;
+        assert!(resends * (4096 + 24) <= src.config().resend_allowance(), "{name}");
+        let mut dst = model(ty, 9, pairs);
+        load_odd(&mut dst, &stream).unwrap();
+        assert_eq!(dst.digest(), src.digest(), "{name}");
+    }
 }
