@@ -97,6 +97,40 @@ impl<T: Read> Read for Progress<T> {
     }
 }
 
+/// The PRE_COPY rounds and the downtime, for people.
+fn live_text(l: &mdevmig::broker::LiveReport, budget: Option<u64>) -> String {
+    let mut t = String::new();
+    if !l.rounds.is_empty() {
+        let list: Vec<String> = l.rounds.iter().map(|r| r.bytes.to_string()).collect();
+        t.push_str(&format!(
+            "pre-copy: {} round(s) [{}] bytes in {:.3} s; stopped: {}\n",
+            l.rounds.len(),
+            list.join(", "),
+            l.precopy_seconds,
+            l.stop_reason.as_str()
+        ));
+    }
+    t.push_str(&format!(
+        "downtime: {} bytes moved after STOP_COPY in {:.6} s\n",
+        l.downtime_bytes, l.downtime_seconds
+    ));
+    if let Some(b) = budget {
+        if l.converged {
+            t.push_str(&format!(
+                "converged: {} bytes left at stop, within the budget of {b}\n",
+                l.left_at_stop
+            ));
+        } else {
+            t.push_str(&format!(
+                "did not converge: {} bytes left at stop, over the budget of {b} ({})\n",
+                l.left_at_stop,
+                l.stop_reason.as_str()
+            ));
+        }
+    }
+    t
+}
+
 /// Arguments of `save`.
 pub struct SaveArgs<'a> {
     pub device: &'a str,
@@ -180,6 +214,7 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
     if let Some(d) = report.state_digest {
         text.push_str(&format!("state-digest: {}\n", hex(&d)));
     }
+    text.push_str(&live_text(&report.live, a.converge.downtime_bytes));
     let value = json!({
         "vendor": h.vendor, "device_type": h.device_type,
         "state_version": h.state_version, "min_version": h.min_version,
@@ -187,6 +222,15 @@ pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
         "total_len": report.data_bytes, "raw_bytes": report.raw_bytes, "estimated_bytes": total, "precopy_bytes": report.precopy_bytes,
         "key_id": h.key_id.to_string(), "session_bound": h.session_bound(),
         "state_digest": report.state_digest.map(|d| hex(&d)),
+        "rounds": report.live.rounds.iter().map(|r| r.bytes).collect::<Vec<_>>(),
+        "rounds_raw": report.live.rounds.iter().map(|r| r.raw_bytes).collect::<Vec<_>>(),
+        "precopy_seconds": report.live.precopy_seconds,
+        "downtime_bytes": report.live.downtime_bytes,
+        "downtime_seconds": report.live.downtime_seconds,
+        "downtime_budget": a.converge.downtime_bytes,
+        "left_at_stop": report.live.left_at_stop,
+        "converged": report.live.converged,
+        "stop_reason": report.live.stop_reason.as_str(),
     });
     if a.output == "-" {
         // stdout carries the stream: the report goes to stderr.

@@ -31,11 +31,14 @@
 //! kernel's restore path accepts (it applies VRAM packets in order, anywhere inside
 //! the VF's VRAM) and so does [`crate::StreamValidator`].
 //!
-//! While the device runs during pre-copy the guest dirties pages: `dirty=N` (a sim
-//! option next to the configuration attributes) pages at `begin_save`, by default
-//! `1 + (mix(seed) mod 48)`, plus [`PAGES_PER_ROUND`] per
-//! [`guest_activity`](SimModel::guest_activity) round, so the stream's length
-//! varies with the seed.
+//! While the device runs the guest dirties pages: [`PAGES_PER_ROUND`] per
+//! [`guest_activity`](SimModel::guest_activity) round, which the broker's
+//! simulated device runs at the spec's `dirty-rate=` (default 0: a guest that
+//! touches nothing, so a save that is abandoned leaves the state exactly as it
+//! was). `dirty=N` (a sim option next to the configuration attributes, default 0)
+//! also dirties N pages at `begin_save`, for tests that want re-sends at a
+//! fixed place in the stream. The stream's length varies with the seed through
+//! the GuC blobs' sizes.
 //!
 //! # Pre-copy rounds
 //!
@@ -490,7 +493,7 @@ impl XeModel {
         let config = Config::parse(ty, &attrs)?;
         let pages = config.pages_per_tile().saturating_mul(u64::from(config.tiles));
         let dirty_at_save = match dirty {
-            None => 1u64.saturating_add(mix(opts.seed ^ 0xd1) % 48).min(pages),
+            None => 0,
             Some(v) => v.parse::<u64>().ok().filter(|n| *n <= pages).ok_or_else(|| {
                 VendorError::new(
                     codes::ATTRIBUTE,

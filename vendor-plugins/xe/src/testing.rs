@@ -85,17 +85,21 @@ pub fn read_stream(model: &mut dyn SimModel) -> Vec<u8> {
 }
 
 /// A valid raw stream of a simulated `device_type` device (default attributes)
-/// seeded `seed`, as its save produces it; empty for an unknown type. Any type
-/// works, the hidden `xe-vf-tiny` (256 KiB of VRAM, about 330 KiB of stream)
-/// included, but the stream is held in memory: use small types.
+/// seeded `seed`, as its save produces it, with `1 + seed mod 48` pages dirtied
+/// while it ran (so the stream has VRAM re-sends); empty for an unknown type.
+/// Any type works, the hidden `xe-vf-tiny` (256 KiB of VRAM, about 330 KiB of
+/// stream) included, but the stream is held in memory: use small types.
 pub fn valid_stream(device_type: &str, seed: u64) -> Vec<u8> {
     let Some(ty) = XeType::from_name_any(device_type) else {
         return Vec::new();
     };
-    let opts = SimOptions {
+    let mut opts = SimOptions {
         seed,
         ..SimOptions::default()
     };
+    let dirty = 1u64.saturating_add(seed % 48);
+    opts.attributes
+        .insert(crate::sim::SIM_DIRTY_KEY.to_owned(), dirty.to_string());
     match XeModel::new(ty, &opts) {
         Ok(mut m) => read_stream(&mut m),
         Err(_) => Vec::new(),

@@ -58,9 +58,9 @@ fn headers(stream: &[u8]) -> Vec<(usize, Header)> {
 #[test]
 fn round_trip_in_odd_splits_gives_equal_digests() {
     for (ty, pairs) in [
-        (XE_VF_TINY, &[][..]),
-        (XE_VF_TINY, &[("tiles", "2"), ("gts", "1")][..]),
-        (XE_VF_64M, &[("tiles", "2")][..]),
+        (XE_VF_TINY, &[("dirty", "5")][..]),
+        (XE_VF_TINY, &[("tiles", "2"), ("gts", "1"), ("dirty", "5")][..]),
+        (XE_VF_64M, &[("tiles", "2"), ("dirty", "5")][..]),
     ] {
         let mut src = model(ty, 11, pairs);
         let stream = read_stream(&mut src);
@@ -305,7 +305,7 @@ fn precopy_rounds_re_send_dirtied_pages_and_the_final_state_loads() {
     for (ty, pairs) in [
         (XE_VF_TINY, &[("dirty", "4")][..]),
         (XE_VF_TINY, &[("dirty", "3"), ("tiles", "2"), ("gts", "1")][..]),
-        (XE_VF_64M, &[][..]),
+        (XE_VF_64M, &[("dirty", "2")][..]),
     ] {
         let name = format!("{} {pairs:?}", ty.name());
         for seed in [20u64, 21] {
