@@ -3,7 +3,7 @@
 //!
 //! | backend | spec | what it is |
 //! | --- | --- | --- |
-//! | [`SimDevice`] | `sim:<plugin>/<type>[,seed=N][,key=value...]` | a simulated device obeying the kernel's state machine exactly; the embedded default |
+//! | [`SimDevice`] | `sim:<plugin>/<type>[,seed=N][,dirty-rate=N][,key=value...]` | a simulated device obeying the kernel's state machine exactly, its guest dirtying state at `dirty-rate` bytes per second while it runs; the embedded default |
 //! | [`FileDevice`] | `file:<path>,plugin=<p>,type=<t>` | raw vendor state in a file (offline images, imports) |
 //! | [`VfioBackend`] | `vfio:<mdev uuid or sysfs path>` | a real mdev or VFIO PCI device through vfio-ioctls |
 //!
