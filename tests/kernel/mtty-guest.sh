@@ -17,6 +17,20 @@
 #   e  (run-vm.sh) no WARNING/BUG/Oops/Call Trace in the kernel log
 #   f  a destination left in RESUMING / STOP_COPY / PRE_COPY by a dead process is
 #      reset by mdevmig when it opens it, then restored (6.12 oopses otherwise)
+#   g  mdevmig live between two real mtty-2s (PRE_COPY rounds as QEMU drives them, then
+#      STOP_COPY): exit 0; flags PRE_COPY and P2P; >= 1 round, round 1 > 0 bytes and the
+#      kernel's precopy info after it device_initial_bytes=0 (mtty's end of data);
+#      precopy_bytes = the sum of the rounds; the source's arcs RUNNING->PRE_COPY,
+#      PRE_COPY->PRE_COPY_P2P, PRE_COPY_P2P->STOP_COPY, STOP_COPY->STOP and the
+#      destination's STOP->RESUMING, RESUMING->STOP, STOP->RUNNING_P2P,
+#      RUNNING_P2P->RUNNING; the kernel leaves the source in STOP and the destination
+#      RUNNING; the destination's registers, raw kernel state and FIFO bytes equal the
+#      source's (which kept its own); no device was reset
+#   h  mdevmig live --abort-after-round 1 (source and destination with different known
+#      state): exit 0, aborted; the source's arcs end PRE_COPY->RUNNING, the destination
+#      refused the partial stream with an error code and was reset (mtty_reset in the
+#      kernel log); both RUNNING in the kernel, registers and raw kernel state (FIFOs
+#      included) unchanged; a full live migration between the two works afterwards
 . /guest-lib.sh
 
 M=/bin/mdevmig
@@ -67,6 +81,35 @@ extract() {
 }
 json_field() { # json_field NAME FILE: a number field of a one-line JSON object
 	sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"
+}
+# The guest has no python: the one-line JSON objects are read with sed. NAME is
+# unique in the object, and no string value contains '"', ',', '[' or ']'.
+json_word() { # json_word NAME FILE: a scalar field, quotes dropped (null, true, 12, STOP)
+	sed -n -E "s/.*\"$1\":(\"[^\"]*\"|[^,}]*).*/\1/p" "$2" | tr -d '"'
+}
+json_list() { # json_list NAME FILE: an array's elements, space-separated, quotes dropped
+	sed -n -E "s/.*\"$1\":\[([^]]*)\].*/\1/p" "$2" | tr -d '"' | tr ',' ' '
+}
+json_first() { # json_first NAME FILE: the first object of an array of flat objects
+	sed -n -E "s/.*\"$1\":\[\{([^}]*)\}.*/{\1}/p" "$2"
+}
+has_word() { # has_word WHAT LIST WORD: fail unless WORD is one of LIST's words
+	case " $2 " in
+	*" $3 "*) ;;
+	*) fail "$1: '$3' not in [$2]" ;;
+	esac
+}
+# live NAME ARGS...: mdevmig live ARGS --json; fail unless it exits 0; the JSON in
+# NAME.json (stdout alone), stderr shown
+live() {
+	_n=$1
+	shift
+	echo "\$ $M live $* --json"
+	$M live "$@" --json >"$_n.json" 2>"$_n.err"
+	_rc=$?
+	sed 's/^/    /' "$_n.json" "$_n.err"
+	[ "$_rc" = 0 ] || fail "$_n: mdevmig live exited with status $_rc: $(tail -n1 "$_n.err")"
+	[ "$(wc -l <"$_n.json")" = 1 ] || fail "$_n: stdout is not one JSON line"
 }
 
 
@@ -235,6 +278,136 @@ for st in RESUMING STOP_COPY PRE_COPY; do
 	same_file "device left in $st: reset, then restored" left.kraw src.kraw
 	check "remove $d" mdev_remove "$d"
 done
+
+# ---------------------------------------------------------------------------- g
+section "g. live: PRE_COPY rounds, then STOP_COPY, real mtty-2 -> real mtty-2"
+lsrc=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+ldst=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+echo "live source $lsrc (group $(mdev_group "$lsrc")), destination $ldst (group $(mdev_group "$ldst"))"
+# source port 0: FIFO on (FCR), IER RDI, LCR 8E1 (0x1b), SCR; 12 bytes queued, 1 read
+# source port 1: MCR RTS|DTR, LCR 8N2 (0x07), SCR; 6 bytes queued
+# destination: other SCRs, other bytes in port 1's FIFO (all replaced by the migration)
+must "set live source registers" $C "$lsrc" \
+	w 0 fcr 0x07 w 0 ier 0x01 w 0 lcr 0x1b w 0 scr 0xc3 tx 0 "live-precopy" r 0 rx \
+	w 1 mcr 0x03 w 1 lcr 0x07 w 1 scr 0x3e tx 1 "p1-pre"
+grep -q '^p0.rx=0x6c$' /tmp/show.out || fail "reading RX did not return the looped-back 'l'"
+must "set live destination registers" $C "$ldst" w 0 scr 0x99 w 1 scr 0x66 tx 1 "stale"
+must "live source registers" $C "$lsrc" regs 0 regs 1
+cp /tmp/show.out lsrc.regs
+grep -q 'p0: ier=0x01 .* lcr=0x1b .* scr=0xc3' lsrc.regs || fail "live source port 0: $(head -n1 lsrc.regs)"
+grep -q 'p1: .* lcr=0x07 mcr=0x03 .* scr=0x3e' lsrc.regs || fail "live source port 1: $(tail -n1 lsrc.regs)"
+must "live destination registers before" $C "$ldst" regs 0 regs 1
+diff lsrc.regs /tmp/show.out >/dev/null && fail "the live destination already has the source's registers?"
+must "raw state of the live source before" $C "$lsrc" save /tmp/lsrc.before expect-state RUNNING
+dmesg >live.dmesg.before
+live live --from "vfio:$lsrc" --to "vfio:$ldst"
+dmesg >live.dmesg.after
+[ "$(json_word aborted live.json)" = false ] || fail "live: aborted is '$(json_word aborted live.json)'"
+fl=$(json_list flags live.json)
+has_word "live: flags" "$fl" PRE_COPY
+has_word "live: flags" "$fl" P2P
+ok "live: exit 0, flags [$fl]"
+rounds=$(json_list rounds live.json)
+nr=$(echo $rounds | wc -w)
+r1=${rounds%% *}
+[ "$nr" -ge 1 ] || fail "live: no PRE_COPY round (rounds [$rounds])"
+[ "$r1" -gt 0 ] || fail "live: round 1 moved '$r1' bytes"
+sum=0
+for x in $rounds; do sum=$((sum + x)); done
+pre=$(json_word precopy_bytes live.json)
+[ "$pre" = "$sum" ] || fail "live: precopy_bytes $pre, the rounds [$rounds] sum to $sum"
+json_first precopy_info live.json >live.info1
+di=$(json_word device_initial_bytes live.info1)
+dd_=$(json_word device_dirty_bytes live.info1)
+[ "$di" = 0 ] || fail "live: the kernel's initial_bytes after round 1 is '$di', expected 0 ($(cat live.info1))"
+down=$(json_word downtime_bytes live.json)
+[ "$down" -gt 0 ] 2>/dev/null || fail "live: downtime_bytes is '$down'"
+ok "live: $nr round(s) [$rounds] = $pre bytes before the stop; round 1 precopy info $(cat live.info1) (kernel: initial 0 = mtty's end of data, dirty $dd_)"
+ok "live: downtime $down bytes in $(json_word downtime_seconds live.json) s, stop_reason $(json_word stop_reason live.json), converged $(json_word converged live.json)"
+sa=$(json_list source_arcs live.json)
+for a in RUNNING-\>PRE_COPY PRE_COPY-\>PRE_COPY_P2P PRE_COPY_P2P-\>STOP_COPY STOP_COPY-\>STOP; do
+	has_word "live: source arcs" "$sa" "$a"
+done
+da=$(json_list destination_arcs live.json)
+for a in STOP-\>RESUMING RESUMING-\>STOP STOP-\>RUNNING_P2P RUNNING_P2P-\>RUNNING; do
+	has_word "live: destination arcs" "$da" "$a"
+done
+ok "live: source arcs [$sa]"
+ok "live: destination arcs [$da]"
+diff live.dmesg.before live.dmesg.after >live.dmesg.diff
+grep "mtty_reset" live.dmesg.diff && fail "live: a device was reset during a successful live migration"
+ok "live: no device reset (no mtty_reset in the kernel log)"
+must "live source left in STOP" $C "$lsrc" expect-state STOP regs 0 regs 1
+grep -v '^state=' /tmp/show.out >lsrc.after
+same_text "live source registers kept" lsrc.regs lsrc.after
+must "live destination RUNNING" $C "$ldst" expect-state RUNNING regs 0 regs 1
+grep -v '^state=' /tmp/show.out >ldst.regs
+same_text "live destination registers = source registers (IER IIR LCR MCR LSR MSR SCR, both ports)" lsrc.regs ldst.regs
+must "raw state of the live source after (from STOP)" $C "$lsrc" save /tmp/lsrc.after expect-state STOP
+same_file "live source kernel state kept" lsrc.after lsrc.before
+must "raw state of the live destination" $C "$ldst" save /tmp/ldst.kraw expect-state RUNNING
+same_file "live destination kernel state = source kernel state" ldst.kraw lsrc.before
+must "drain live source FIFOs" $C "$lsrc" drain 0 drain 1
+cp /tmp/show.out lsrc.rx
+grep -q '"ive-precopy" (11 bytes) lsr_after=0x60' lsrc.rx || fail "live source port 0 FIFO: $(head -n1 lsrc.rx)"
+grep -q '"p1-pre" (6 bytes) lsr_after=0x60' lsrc.rx || fail "live source port 1 FIFO: $(tail -n1 lsrc.rx)"
+must "drain live destination FIFOs" $C "$ldst" drain 0 drain 1
+same_text "live destination FIFOs drain the source's bytes" lsrc.rx /tmp/show.out
+ok "live: $nr round(s) [$rounds], downtime $down bytes; source STOP, destination RUNNING with the source's state"
+
+# ---------------------------------------------------------------------------- h
+section "h. live abandoned after PRE_COPY round 1"
+asrc=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+adst=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+echo "abort source $asrc (group $(mdev_group "$asrc")), destination $adst (group $(mdev_group "$adst"))"
+must "set abort source registers" $C "$asrc" w 0 lcr 0x03 w 0 scr 0x21 w 1 scr 0x42 tx 0 "keep-me"
+must "set abort destination registers" $C "$adst" w 0 lcr 0x1f w 0 scr 0x84 w 1 scr 0x18 tx 1 "mine"
+must "abort source before" $C "$asrc" save /tmp/asrc.before expect-state RUNNING regs 0 regs 1
+cp /tmp/show.out asrc.regs
+grep -q 'p0: .* lcr=0x03 .* scr=0x21' asrc.regs || fail "abort source port 0: $(grep '^p0' asrc.regs)"
+must "abort destination before" $C "$adst" save /tmp/adst.before expect-state RUNNING regs 0 regs 1
+cp /tmp/show.out adst.regs
+grep -q 'p0: .* lcr=0x1f .* scr=0x84' adst.regs || fail "abort destination port 0: $(grep '^p0' adst.regs)"
+cmp -s asrc.before adst.before && fail "abort source and destination have the same raw state"
+dmesg >abort.dmesg.before
+live abort --from "vfio:$asrc" --to "vfio:$adst" --abort-after-round 1
+dmesg >abort.dmesg.after
+[ "$(json_word aborted abort.json)" = true ] || fail "abort: aborted is '$(json_word aborted abort.json)'"
+arounds=$(json_list rounds abort.json)
+[ "$(echo $arounds | wc -w)" = 1 ] || fail "abort: rounds [$arounds], expected exactly 1"
+[ "$(json_word source_state abort.json)" = RUNNING ] || fail "abort: source_state $(json_word source_state abort.json)"
+[ "$(json_word destination_state abort.json)" = RUNNING ] ||
+	fail "abort: destination_state $(json_word destination_state abort.json)"
+refd=$(json_word destination_refused abort.json)
+echo "$refd" | grep -Eq '^[a-z_]+(\.[a-z0-9_]+)+$' ||
+	fail "abort: destination_refused is '$refd', not an error code (the destination accepted a partial stream?)"
+asa=$(json_list source_arcs abort.json)
+case "$asa" in
+*" PRE_COPY->RUNNING") ;;
+*) fail "abort: source arcs [$asa] do not end with PRE_COPY->RUNNING" ;;
+esac
+has_word "abort: source arcs" "$asa" RUNNING-\>PRE_COPY
+ok "abort: exit 0, aborted after round 1 ([$arounds] bytes); destination refused the partial stream: $refd"
+ok "abort: source arcs [$asa], destination arcs [$(json_list destination_arcs abort.json)]"
+diff abort.dmesg.before abort.dmesg.after >abort.dmesg.diff
+grep -q 'mtty_reset: called' abort.dmesg.diff || {
+	cat abort.dmesg.diff
+	fail "abort: the destination was not reset (no mtty_reset in the kernel log)"
+}
+ok "abort: destination reset ($(grep -c 'mtty_reset: called' abort.dmesg.diff) mtty_reset line(s) in the kernel log)"
+must "abort source after" $C "$asrc" save /tmp/asrc.after expect-state RUNNING regs 0 regs 1
+cp /tmp/show.out asrc.regs.after
+same_text "abort: source RUNNING, registers unchanged" asrc.regs asrc.regs.after
+same_file "abort: source kernel state (FIFOs included) unchanged" asrc.after asrc.before
+must "abort destination after" $C "$adst" save /tmp/adst.after expect-state RUNNING regs 0 regs 1
+cp /tmp/show.out adst.regs.after
+same_text "abort: destination RUNNING, registers unchanged" adst.regs adst.regs.after
+same_file "abort: destination kernel state (FIFOs included) unchanged" adst.after adst.before
+live again --from "vfio:$asrc" --to "vfio:$adst"
+must "after the abort: a full live migration" $C "$adst" expect-state RUNNING save /tmp/again.kraw
+same_file "after the abort: the destination now holds the source's state" again.kraw asrc.before
+must "after the abort: source stopped" $C "$asrc" expect-state STOP
+ok "abort: both devices usable afterwards ($(json_list rounds again.json | wc -w) round(s), downtime $(json_word downtime_bytes again.json) bytes)"
 
 section "control: a device that IS touched shows in the kernel log"
 # The refusals above rely on "no kernel log line": mtty logs every reset, and mdevmig

@@ -3,8 +3,10 @@
 //!
 //! 1. a pre-check: the source describes its device, the destination checks the
 //!    description against its own device before anything moves;
-//! 2. a save through the source's migration region: STOP_COPY, read the data fd
-//!    to its end, STOP (the loop of QEMU's `hw/vfio/migration.c`);
+//! 2. a live save through the source's migration region, the loop of QEMU's
+//!    `hw/vfio/migration.c`: PRE_COPY, rounds of "read until no more now, ask
+//!    for precopy info and the data size" while the guest runs, until what is
+//!    left fits a downtime budget; STOP_COPY, read the data fd to its end, STOP;
 //! 3. a restore through the destination's region: RESUMING, write as data
 //!    arrives, STOP;
 //! 4. the destination's state digest compared with the source's.
@@ -45,7 +47,7 @@ fn migrate(device_type: &str) -> mdevmig::Result<()> {
     trust.add(key.verifying_key(), "source host");
     let trust = Arc::new(trust);
     let open = |seed: u32| -> mdevmig::Result<Box<dyn device::MigrationDevice>> {
-        let spec: DeviceSpec = format!("sim:simgpu/{device_type},seed={seed}").parse()?;
+        let spec: DeviceSpec = format!("sim:simgpu/{device_type},seed={seed},dirty-rate=16M").parse()?;
         Ok(device::open(&spec, &registry)?.0)
     };
     let (source, destination) = (open(1)?, open(2)?);
@@ -83,17 +85,37 @@ fn migrate(device_type: &str) -> mdevmig::Result<()> {
 
     // 2 and 3. The source streams while the destination loads, as two VMMs
     // connected by a socket would; here the "socket" is this loop.
-    src.set_state(MigState::StopCopy)?;
     dst.set_state(MigState::Resuming)?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut moved = 0u64;
-    while let DataRead::Data(n) = src.read_data(&mut buf)? {
-        dst.write_data(buf.get(..n).unwrap_or_default())?;
-        moved += n as u64;
+    let mut pump = |src: &mut MigrationRegion, dst: &mut MigrationRegion| -> mdevmig::Result<u64> {
+        let mut moved = 0u64;
+        while let DataRead::Data(n) = src.read_data(&mut buf)? {
+            dst.write_data(buf.get(..n).unwrap_or_default())?;
+            moved += n as u64;
+        }
+        Ok(moved)
+    };
+    let live = src.migration_flags() & mdevmig::device::FLAG_PRE_COPY != 0;
+    if live {
+        // PRE_COPY rounds while the guest runs, until what STOP_COPY would still
+        // move (in envelope bytes) fits the downtime budget.
+        const BUDGET: u64 = 4 << 20;
+        src.set_state(MigState::PreCopy)?;
+        for round in 1..=10 {
+            let moved = pump(&mut src, &mut dst)?;
+            src.precopy_info()?;
+            let left = src.data_size()?;
+            println!("pre-copy round {round}: {moved} bytes; {left} left");
+            if left <= BUDGET {
+                break;
+            }
+        }
     }
+    src.set_state(MigState::StopCopy)?;
+    let moved = pump(&mut src, &mut dst)?;
     src.set_state(MigState::Stop)?;
     dst.set_state(MigState::Stop)?;
-    println!("moved {moved} envelope bytes; source and destination in STOP");
+    println!("moved {moved} envelope bytes after the stop; source and destination in STOP");
 
     // 4. The same state on both sides.
     let digest = |r: &mut MigrationRegion| r.device().and_then(|d| d.state_digest());
