@@ -28,12 +28,25 @@ fn xe_step(
     trust: &TrustStore,
     dir: &std::path::Path,
 ) -> Result<()> {
-    let (src_spec, dst_spec) = ("sim:xe/xe-vf-64m,seed=43", "sim:xe/xe-vf-64m,seed=8");
+    let (src_spec, dst_spec) = (
+        "sim:xe/xe-vf-64m,seed=43,dirty-rate=32M",
+        "sim:xe/xe-vf-64m,seed=8",
+    );
     let (mut src, _) = open(src_spec, registry)?;
     let (mut dst, _) = open(dst_spec, registry)?;
     let estimate = src.data_size()?;
     let mut stream = Vec::new();
-    let saved = broker::save(&mut *src, registry, key, &mut stream, &SaveOptions::default())?;
+    // Live: PRE_COPY rounds while the guest dirties VRAM, until what is left
+    // fits a 1 MiB downtime budget.
+    let live = SaveOptions {
+        precopy: true,
+        converge: broker::Converge {
+            downtime_bytes: Some(1 << 20),
+            ..Default::default()
+        },
+        ..SaveOptions::default()
+    };
+    let saved = broker::save(&mut *src, registry, key, &mut stream, &live)?;
     let restored = broker::restore(
         &mut *dst,
         registry,
@@ -60,13 +73,29 @@ fn xe_step(
         t,
         "   declared a bound of {bound}, and a signed end record fixed the final length."
     );
+    let rounds: Vec<String> = saved.live.rounds.iter().map(|r| r.bytes.to_string()).collect();
+    let _ = writeln!(
+        t,
+        "   Live: the guest dirtied VRAM at 32 MiB/s; PRE_COPY took {} round(s) [{}] bytes",
+        rounds.len(),
+        rounds.join(", ")
+    );
+    let _ = writeln!(
+        t,
+        "   ({}), then {} bytes moved after STOP_COPY in {:.1} ms.",
+        saved.live.stop_reason.as_str(),
+        saved.live.downtime_bytes,
+        saved.live.downtime_seconds * 1e3
+    );
     let _ = writeln!(
         t,
         "   restored into {dst_spec}, every packet checked by the Xe plugin as it streamed: {}",
         if same { "MATCH" } else { "MISMATCH" }
     );
     steps.push(
-        json!({"step": "xe", "estimate": estimate, "bytes": saved.raw_bytes, "bound": bound, "match": same}),
+        json!({"step": "xe", "estimate": estimate, "bytes": saved.raw_bytes, "bound": bound, "match": same,
+               "rounds": saved.live.rounds.iter().map(|r| r.bytes).collect::<Vec<_>>(),
+               "downtime_bytes": saved.live.downtime_bytes, "converged": saved.live.converged}),
     );
     if !same {
         return Err(Error::new(
