@@ -10,6 +10,10 @@
 //! save, verify and the two halves of save-pipe-restore run as child processes of
 //! this binary, so each one's peak RSS (VmHWM, which each child reports at exit
 //! when `MDEVMIG_REPORT_RSS` is set) is its own.
+//!
+//! The live-migration part ([`super::bench_live`]) prints PRE_COPY's downtime
+//! beside STOP_COPY only's, and the envelope's cost in PRE_COPY rounds beside
+//! the same loop carrying raw bytes.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::bench_live::LiveBench;
 use super::output::Out;
 use mdevmig::auth::{SigningKeyPair, TrustStore};
 use mdevmig::codec::{ReadOptions, StreamReader};
@@ -179,7 +184,7 @@ fn pipe_baseline(spec: &str) -> Result<(u64, f64)> {
     Ok((total, writing.as_secs_f64()))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
@@ -318,8 +323,9 @@ fn xe_run(xe_type: &str, dir: &Path, kp: &str, pp: &str) -> Result<XeRun> {
 
 /// Runs the benchmark: `rounds` rounds of every measurement, interleaved (a
 /// round measures each once), reporting each one's median; then one save,
-/// verify and restore of an `xe_type` Xe VF.
-pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<()> {
+/// verify and restore of an `xe_type` Xe VF; then `rounds` rounds of the live
+/// part ([`super::bench_live`]).
+pub fn run(device_type: &str, xe_type: &str, live: &LiveBench<'_>, rounds: usize, out: Out) -> Result<()> {
     let rounds = rounds.max(1);
     let base = std::env::var_os(BENCH_DIR_ENV).map_or_else(std::env::temp_dir, PathBuf::from);
     // A new private directory (mode 0700, a name nobody could have planted).
@@ -395,6 +401,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
     }
     p(&format!("Xe VF {xe_type}: save, verify, restore through a file"));
     let xe = xe_run(xe_type, tmp, &kp, &pp)?;
+    let live = super::bench_live::run(live, rounds, p)?;
     let (sha_secs, ref_secs, pipe_secs) = (sha_runs.median(), ref_runs.median(), pipe_runs.median());
     let (save_secs, verify_secs, spr_secs) = (save_runs.median(), verify_runs.median(), spr_runs.median());
 
@@ -470,6 +477,8 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
         ));
     }
     t.push('\n');
+    t.push_str(&live.text);
+    t.push('\n');
     t.push_str(&format!(
         "reject a bad header: {small_len}-byte stream {:.1} us, {big_len}-byte stream {:.1} us, ratio {:.2}\n",
         reject_small * 1e6,
@@ -520,6 +529,7 @@ pub fn run(device_type: &str, xe_type: &str, rounds: usize, out: Out) -> Result<
                 "save": {"gbs": xe_gbs(&xe.save), "peak_rss_kib": xe.save.rss_kib},
                 "verify": {"gbs": xe_gbs(&xe.verify), "peak_rss_kib": xe.verify.rss_kib},
                 "restore": {"gbs": xe_gbs(&xe.restore), "peak_rss_kib": xe.restore.rss_kib}},
+            "live": live.json,
             "reject_bad_header": {"small_bytes": small_len, "small_us": reject_small * 1e6, "big_bytes": big_len, "big_us": reject_big * 1e6, "ratio": reject_big / reject_small},
             "targets": targets.iter().map(|(n, ok)| json!({"target": n, "met": ok})).collect::<Vec<_>>(),
         }),

@@ -123,21 +123,6 @@ fn open_regions(a: &LiveArgs<'_>) -> Result<Regions> {
     })
 }
 
-/// The VMM's decision after a round, as the broker's own `save --precopy`
-/// makes it.
-fn decide(c: &Converge, rounds: &[RoundSeen], started: Instant) -> Option<StopReason> {
-    let last = rounds.last()?;
-    let n = u32::try_from(rounds.len()).unwrap_or(u32::MAX);
-    match c.downtime_bytes {
-        None => Some(StopReason::InitialData),
-        Some(b) if last.left <= b => Some(StopReason::Budget),
-        Some(_) if n >= c.max_rounds => Some(StopReason::MaxRounds),
-        Some(_) if started.elapsed() >= c.max_precopy => Some(StopReason::MaxTime),
-        Some(_) if last.bytes == 0 => Some(StopReason::NoProgress),
-        Some(_) => None,
-    }
-}
-
 /// The PRE_COPY rounds: returns why they ended, or `None` when the migration
 /// was abandoned after `abort_after` rounds.
 fn precopy_rounds(
@@ -148,8 +133,13 @@ fn precopy_rounds(
 ) -> Result<Option<StopReason>> {
     let started = Instant::now();
     r.src.set_state(MigState::PreCopy)?;
+    let mut taken = 0;
     loop {
         let (bytes, end) = pump(&mut r.src, &mut r.dst, buf)?;
+        // The device's progress, not what arrived: up to a chunk of it waits in
+        // the chunk being built.
+        let moved = r.src.device_bytes().saturating_sub(taken);
+        taken = r.src.device_bytes();
         if end == DataRead::End {
             return Err(Error::new(
                 mdevmig::Code::DeviceData,
@@ -169,7 +159,9 @@ fn precopy_rounds(
         if a.abort_after == Some(u32::try_from(rounds.len()).unwrap_or(u32::MAX)) {
             return Ok(None);
         }
-        if let Some(reason) = decide(&a.converge, rounds, started) {
+        let n = u32::try_from(rounds.len()).unwrap_or(u32::MAX);
+        let left = rounds.last().map_or(0, |x| x.left);
+        if let Some(reason) = a.converge.decide(n, left, moved, started.elapsed()) {
             return Ok(Some(reason));
         }
     }

@@ -7,6 +7,7 @@
 //! `-` means stdin or stdout.
 
 mod bench;
+mod bench_live;
 mod demo;
 mod inspect;
 pub mod io;
@@ -268,7 +269,8 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Measure save, verify and save-pipe-restore against SHA-256 and a plain pipe.
+    /// Measure save, verify and save-pipe-restore against SHA-256 and a plain pipe;
+    /// live migration's downtime against STOP_COPY only, its envelope against raw.
     Bench {
         /// Simulated vGPU type (vgpu-1g has over 1 GiB of state).
         #[arg(long, default_value = "vgpu-1g")]
@@ -280,6 +282,18 @@ enum Command {
         /// restored once (xe-vf-1g streams over 1 GiB).
         #[arg(long, default_value = "xe-vf-1g")]
         xe_type: String,
+        /// Xe VF type live-migrated with PRE_COPY (and with STOP_COPY only, and
+        /// raw) while its guest dirties --dirty-rate bytes a second.
+        #[arg(long, default_value = "xe-vf-1g")]
+        live_type: String,
+        /// Bytes per second the live source's guest dirties while it runs (N, or
+        /// N with K, M or G).
+        #[arg(long = "dirty-rate", default_value = "128M", value_parser = parse_bytes)]
+        dirty_rate: u64,
+        /// The live migrations' downtime budget: stop the source once what
+        /// STOP_COPY would still move is at most this (N, or N with K, M or G).
+        #[arg(long = "downtime-bytes", default_value = "4M", value_parser = parse_bytes)]
+        downtime_bytes: u64,
     },
     /// Scheduler labels: what this host offers and what a VM's state requires.
     Labels {
@@ -544,7 +558,17 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             policy,
             files,
         } if converge.downtime_bytes.is_some() && !precopy => {
-            let _ = (device, key, output, state_version, session, chunk_size, for_descriptor, policy, files);
+            let _ = (
+                device,
+                key,
+                output,
+                state_version,
+                session,
+                chunk_size,
+                for_descriptor,
+                policy,
+                files,
+            );
             Err(Error::new(
                 Code::Usage,
                 "--downtime-bytes is a PRE_COPY budget: it needs --precopy",
@@ -617,7 +641,20 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             device_type,
             rounds,
             xe_type,
-        } => Ok(bench::run(&device_type, &xe_type, rounds as usize, out)?),
+            live_type,
+            dirty_rate,
+            downtime_bytes,
+        } => Ok(bench::run(
+            &device_type,
+            &xe_type,
+            &bench_live::LiveBench {
+                device_type: &live_type,
+                dirty_rate,
+                downtime_bytes,
+            },
+            rounds as usize,
+            out,
+        )?),
         Command::Plugins => Ok(plugins::run(out)?),
         Command::Session => {
             let hex = mdevmig::auth::hex(&mdevmig::auth::new_session_nonce());

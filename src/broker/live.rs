@@ -356,14 +356,7 @@ impl Live {
             .ok_or_else(|| Error::new(Code::Internal, "live save not started"))?;
         let left = cost.rest(held.saturating_add(dev.data_size()?));
         let rounds = u32::try_from(self.rounds.len()).unwrap_or(u32::MAX);
-        let reason = match c.downtime_bytes {
-            None => Some(StopReason::InitialData),
-            Some(b) if left <= b => Some(StopReason::Budget),
-            Some(_) if rounds >= c.max_rounds => Some(StopReason::MaxRounds),
-            Some(_) if self.started.elapsed() >= c.max_precopy => Some(StopReason::MaxTime),
-            Some(_) if moved == 0 => Some(StopReason::NoProgress),
-            Some(_) => None,
-        };
+        let reason = c.decide(rounds, left, moved, self.started.elapsed());
         match reason {
             Some(reason) => {
                 let at = Instant::now();

@@ -97,6 +97,30 @@ pub struct Converge {
     pub max_precopy: std::time::Duration,
 }
 
+impl Converge {
+    /// The decision after a PRE_COPY round, as a VMM makes it: `rounds` rounds
+    /// done, `left` envelope bytes STOP_COPY would still move, `moved` raw bytes
+    /// the device yielded in the last round (not what the VMM read: up to a
+    /// chunk of it waits in the chunk being built), `elapsed` time in PRE_COPY.
+    /// `Some(reason)` means stop the device now.
+    pub fn decide(
+        &self,
+        rounds: u32,
+        left: u64,
+        moved: u64,
+        elapsed: std::time::Duration,
+    ) -> Option<StopReason> {
+        match self.downtime_bytes {
+            None => Some(StopReason::InitialData),
+            Some(b) if left <= b => Some(StopReason::Budget),
+            Some(_) if rounds >= self.max_rounds => Some(StopReason::MaxRounds),
+            Some(_) if elapsed >= self.max_precopy => Some(StopReason::MaxTime),
+            Some(_) if moved == 0 => Some(StopReason::NoProgress),
+            Some(_) => None,
+        }
+    }
+}
+
 impl Default for Converge {
     fn default() -> Self {
         Converge {
