@@ -219,25 +219,6 @@ impl Keys {
     }
 }
 
-/// Moves envelope bytes from `src` to `dst` until the source has no more for
-/// now (PRE_COPY) or ends (STOP_COPY); a refused write reports the restore's
-/// own reason.
-fn pump(src: &mut MigrationRegion, dst: &mut MigrationRegion, buf: &mut [u8]) -> Result<(u64, DataRead)> {
-    let mut moved = 0u64;
-    loop {
-        match src.read_data(buf)? {
-            DataRead::Data(n) => {
-                let data = buf.get(..n).unwrap_or(&[]);
-                if let Err(e) = dst.write_data(data) {
-                    return Err(dst.set_state(MigState::Stop).err().unwrap_or(e));
-                }
-                moved = moved.saturating_add(n as u64);
-            }
-            other => return Ok((moved, other)),
-        }
-    }
-}
-
 fn ended_in_precopy() -> Error {
     Error::new(Code::DeviceData, "the source's stream ended in PRE_COPY")
 }
@@ -263,7 +244,7 @@ fn precopy_regions(
     src.set_state(MigState::PreCopy)?;
     let mut taken = 0;
     let (reason, left) = loop {
-        let (n, end) = pump(&mut src, &mut dst, &mut buf)?;
+        let (n, end) = super::live::pump(&mut src, &mut dst, &mut buf)?;
         if end == DataRead::End {
             return Err(ended_in_precopy());
         }
@@ -281,7 +262,7 @@ fn precopy_regions(
     }
     let stop = Instant::now();
     src.set_state(MigState::StopCopy)?;
-    let (n, _) = pump(&mut src, &mut dst, &mut buf)?;
+    let (n, _) = super::live::pump(&mut src, &mut dst, &mut buf)?;
     m.source_end = stop.elapsed().as_secs_f64();
     src.set_state(MigState::Stop)?;
     dst.set_state(MigState::Stop)?;
@@ -317,7 +298,7 @@ fn stop_copy_regions(keys: &Keys, from: &str, to: &str) -> Result<Migration> {
     }
     let stop = Instant::now();
     src.set_state(MigState::StopCopy)?;
-    let (n, _) = pump(&mut src, &mut dst, &mut buf)?;
+    let (n, _) = super::live::pump(&mut src, &mut dst, &mut buf)?;
     m.source_end = stop.elapsed().as_secs_f64();
     src.set_state(MigState::Stop)?;
     dst.set_state(MigState::Stop)?;

@@ -59,7 +59,7 @@ struct RoundSeen {
 /// Moves envelope bytes from `src` to `dst` until the source has no more for
 /// now (PRE_COPY) or ends (STOP_COPY). A write the destination refuses is
 /// reported with the restore's own reason.
-fn pump(src: &mut MigrationRegion, dst: &mut MigrationRegion, buf: &mut [u8]) -> Result<(u64, DataRead)> {
+pub fn pump(src: &mut MigrationRegion, dst: &mut MigrationRegion, buf: &mut [u8]) -> Result<(u64, DataRead)> {
     let mut moved = 0u64;
     loop {
         match src.read_data(buf)? {

@@ -557,36 +557,6 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             for_descriptor,
             policy,
             files,
-        } if converge.downtime_bytes.is_some() && !precopy => {
-            let _ = (
-                device,
-                key,
-                output,
-                state_version,
-                session,
-                chunk_size,
-                for_descriptor,
-                policy,
-                files,
-            );
-            Err(Error::new(
-                Code::Usage,
-                "--downtime-bytes is a PRE_COPY budget: it needs --precopy",
-            )
-            .into())
-        }
-        Command::Save {
-            device,
-            key,
-            output,
-            precopy,
-            converge,
-            state_version,
-            session,
-            chunk_size,
-            for_descriptor,
-            policy,
-            files,
         } => Ok(migrate::save(
             migrate::SaveArgs {
                 device: &device,

@@ -149,6 +149,12 @@ pub struct SaveArgs<'a> {
 }
 
 pub fn save(a: SaveArgs<'_>, out: Out) -> Result<()> {
+    if a.converge.downtime_bytes.is_some() && !a.precopy {
+        return Err(Error::new(
+            Code::Usage,
+            "--downtime-bytes is a PRE_COPY budget: it needs --precopy",
+        ));
+    }
     let registry = Registry::builtin().allow_opaque(&a.policy.allow_opaque);
     let session = a.session.map(mdevmig::auth::parse_nonce).transpose()?;
     let spec: DeviceSpec = a.device.parse()?;
