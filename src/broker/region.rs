@@ -279,6 +279,35 @@ const PRECOPY_POLL_MS: u8 = 2;
 /// fit, so a worker rarely waits for the VMM mid-chunk.
 const PIPE_SIZE: usize = 2 << 20;
 
+/// Blocks SIGPIPE in the calling thread: a write to a pipe whose reader is gone
+/// then fails with EPIPE instead of killing the process. Rust programs ignore
+/// SIGPIPE already; a C host embedding the library may not, and SIGPIPE from a
+/// write is sent to the writing thread, so the region's own threads block it
+/// (a pending one is discarded when the thread ends).
+fn block_sigpipe() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::from(Signal::SIGPIPE)), None);
+}
+
+/// Runs the write `f` on the caller's thread with SIGPIPE blocked; if it failed
+/// with EPIPE, consumes the SIGPIPE it raised (pending on this thread, since a
+/// blocked signal is queued even when ignored, so the wait returns at once),
+/// then restores the caller's signal mask.
+fn without_sigpipe<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let pipe = SigSet::from(Signal::SIGPIPE);
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&pipe), Some(&mut old)).is_ok();
+    let out = f();
+    if blocked {
+        if matches!(&out, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
+            let _ = pipe.wait();
+        }
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    out
+}
+
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::io(Code::IoRead, what, &e)
 }
@@ -395,6 +424,7 @@ impl MigrationRegion {
         };
         let wctl = ctl.clone();
         let h = std::thread::spawn(move || {
+            block_sigpipe();
             let res = contained("save", || {
                 save_driven(&mut worker, &registry, &key, w, &opts, wctl.clone())
             });
@@ -507,6 +537,7 @@ impl MigrationRegion {
         let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
         let mut dev = self.take_dev()?;
         let h = std::thread::spawn(move || {
+            block_sigpipe();
             let res = contained("restore", || restore(&mut *dev, &registry, &trust, r, &opts));
             (dev, res)
         });
@@ -692,9 +723,9 @@ impl MigrationRegion {
     /// already refused the stream; the reason comes with the move to STOP.
     pub fn write_data(&mut self, buf: &[u8]) -> Result<()> {
         match &mut self.job {
-            Job::Restoring(Some(w), _) => w
-                .write_all(buf)
-                .map_err(|e| Error::io(Code::IoWrite, "region data", &e)),
+            Job::Restoring(Some(w), _) => {
+                without_sigpipe(|| w.write_all(buf)).map_err(|e| Error::io(Code::IoWrite, "region data", &e))
+            }
             _ => Err(Error::new(
                 Code::DeviceData,
                 format!("region: no resuming stream in {}", self.state),

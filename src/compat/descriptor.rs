@@ -597,8 +597,16 @@ pub fn load_policy(path: &Path) -> Result<Policy> {
         "policy larger than 1 MiB",
         Code::BadDescriptor,
     )?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::new(Code::BadDescriptor, format!("{}: {e}", path.display())))
+    parse_policy(&text).map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+}
+
+/// Parses an operator policy (JSON, see `spec/compat.md`) of at most
+/// [`MAX_DESCRIPTOR`] bytes (`limit.input_too_large`).
+pub fn parse_policy(text: &str) -> Result<Policy> {
+    if text.len() as u64 > MAX_DESCRIPTOR {
+        return Err(Error::new(Code::InputTooLarge, "policy larger than 1 MiB"));
+    }
+    serde_json::from_str(text).map_err(|e| Error::new(Code::BadDescriptor, e.to_string()))
 }
 
 /// Label prefix (a DNS subdomain, as Kubernetes label keys take).

@@ -89,8 +89,8 @@ mod descriptor;
 
 pub(crate) use descriptor::min_version_for;
 pub use descriptor::{
-    check, describe, labels, load_policy, CheckResult, Descriptor, Kinds, Labels, SectionDesc, VersionDesc,
-    Window, LABEL_HORIZON, LABEL_PREFIX, MAX_DESCRIPTOR, SCHEMA,
+    check, describe, labels, load_policy, parse_policy, CheckResult, Descriptor, Kinds, Labels, SectionDesc,
+    VersionDesc, Window, LABEL_HORIZON, LABEL_PREFIX, MAX_DESCRIPTOR, SCHEMA,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
