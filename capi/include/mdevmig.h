@@ -165,6 +165,11 @@ int mdevmig_dev_open(mdevmig_ctx ctx, const char *spec, mdevmig_dev *out);
 // waits for a call on the handle in another thread to end.
 int mdevmig_dev_free(mdevmig_dev dev);
 
+// `VFIO_DEVICE_RESET`: abandons any migration (a source goes back to RUNNING,
+// a destination that was written to is reset) and returns the device to
+// RUNNING; the way out of ERROR. Thread-safe.
+int mdevmig_dev_reset(mdevmig_dev dev);
+
 // The migration flags (`MDEVMIG_MIGRATION_*`, the device's own).
 // Thread-safe.
 //
@@ -185,7 +190,7 @@ int mdevmig_dev_get_state(mdevmig_dev dev, uint32_t *state);
 // it is non-blocking, EAGAIN meaning no data at this moment); otherwise
 // `*data_fd` is -1. `data_fd` may be null when the caller reads and writes
 // through [`mdevmig_dev_read`] and [`mdevmig_dev_write`]. A failed arc leaves
-// the device in ERROR; reset by freeing and reopening. Thread-safe.
+// the device in ERROR; [`mdevmig_dev_reset`] leaves it. Thread-safe.
 //
 // # Safety
 // `data_fd` is null or valid for a write of an `int`.

@@ -447,6 +447,14 @@ fn with_dev(dev: mdevmig_dev, f: impl FnOnce(&mut Dev) -> Res<()>) -> c_int {
     })
 }
 
+/// `VFIO_DEVICE_RESET`: abandons any migration (a source goes back to RUNNING,
+/// a destination that was written to is reset) and returns the device to
+/// RUNNING; the way out of ERROR. Thread-safe.
+#[no_mangle]
+pub extern "C" fn mdevmig_dev_reset(dev: mdevmig_dev) -> c_int {
+    with_dev(dev, |d| Ok(d.region.reset()?))
+}
+
 /// The migration flags (`MDEVMIG_MIGRATION_*`, the device's own).
 /// Thread-safe.
 ///
@@ -479,7 +487,7 @@ pub unsafe extern "C" fn mdevmig_dev_get_state(dev: mdevmig_dev, state: *mut u32
 /// it is non-blocking, EAGAIN meaning no data at this moment); otherwise
 /// `*data_fd` is -1. `data_fd` may be null when the caller reads and writes
 /// through [`mdevmig_dev_read`] and [`mdevmig_dev_write`]. A failed arc leaves
-/// the device in ERROR; reset by freeing and reopening. Thread-safe.
+/// the device in ERROR; [`mdevmig_dev_reset`] leaves it. Thread-safe.
 ///
 /// # Safety
 /// `data_fd` is null or valid for a write of an `int`.
