@@ -160,6 +160,20 @@ int mdevmig_ctx_set_validator(mdevmig_ctx ctx, const char *path);
 // `spec` is a NUL-terminated string; `out` is valid for a write of a handle.
 int mdevmig_dev_open(mdevmig_ctx ctx, const char *spec, mdevmig_dev *out);
 
+// Puts a migration region over a VFIO device fd the VMM already owns (the
+// device it passes through, opened through its group or iommufd cdev and
+// bound). The library works on its own duplicate (close-on-exec); the VMM
+// keeps `fd` and must not drive the device's migration itself meanwhile (QEMU:
+// `enable-migration=off` for it). `sysfs` is the device's sysfs path or mdev
+// UUID, used only to identify its vendor plugin. A device found mid-migration
+// is reset, as when mdevmig opens it. Thread-safe.
+//
+// # Safety
+// `fd` is an open file descriptor for the duration of the call (any other
+// value is refused); `sysfs` is a NUL-terminated string; `out` is valid for a
+// write of a handle.
+int mdevmig_dev_open_vfio_fd(mdevmig_ctx ctx, int fd, const char *sysfs, mdevmig_dev *out);
+
 // Frees a device handle. A migration in progress is abandoned: a source goes
 // back to RUNNING, a destination that was written to is reset. Thread-safe;
 // waits for a call on the handle in another thread to end.

@@ -47,7 +47,7 @@
 mod handles;
 
 use std::ffi::{c_char, c_int, CStr, CString};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -428,6 +428,45 @@ pub unsafe extern "C" fn mdevmig_dev_open(
         // SAFETY: forwarded.
         let spec = unsafe { arg_str(spec, "spec is null or not UTF-8") }?;
         Ok(device::open(&spec.parse::<DeviceSpec>()?, &c.registry)?.0)
+    })
+}
+
+/// Puts a migration region over a VFIO device fd the VMM already owns (the
+/// device it passes through, opened through its group or iommufd cdev and
+/// bound). The library works on its own duplicate (close-on-exec); the VMM
+/// keeps `fd` and must not drive the device's migration itself meanwhile (QEMU:
+/// `enable-migration=off` for it). `sysfs` is the device's sysfs path or mdev
+/// UUID, used only to identify its vendor plugin. A device found mid-migration
+/// is reset, as when mdevmig opens it. Thread-safe.
+///
+/// # Safety
+/// `fd` is an open file descriptor for the duration of the call (any other
+/// value is refused); `sysfs` is a NUL-terminated string; `out` is valid for a
+/// write of a handle.
+#[no_mangle]
+pub unsafe extern "C" fn mdevmig_dev_open_vfio_fd(
+    ctx: mdevmig_ctx,
+    fd: c_int,
+    sysfs: *const c_char,
+    out: *mut mdevmig_dev,
+) -> c_int {
+    if out.is_null() {
+        return call(ctx, || Err(Fail::Inval("out is null")));
+    }
+    open_with(ctx, out, |c| {
+        // SAFETY: forwarded.
+        let sysfs = unsafe { arg_str(sysfs, "sysfs is null or not UTF-8") }?;
+        if fd < 0 || !std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists() {
+            return Err(Fail::Inval("fd is not an open file descriptor"));
+        }
+        // SAFETY: `fd` was just seen open, and the caller promises it stays open
+        // for this call; it is only borrowed to duplicate it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let own = borrowed
+            .try_clone_to_owned()
+            .map_err(|e| Fail::Op(Error::io(Code::DeviceOpen, "duplicating the device fd", &e)))?;
+        let dev = device::VfioFdBackend::new(own, sysfs, &c.registry)?;
+        Ok(Box::new(dev) as Box<dyn device::MigrationDevice>)
     })
 }
 

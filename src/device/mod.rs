@@ -6,6 +6,7 @@
 //! | [`SimDevice`] | `sim:<plugin>/<type>[,seed=N][,dirty-rate=N][,key=value...]` | a simulated device obeying the kernel's state machine exactly, its guest dirtying state at `dirty-rate` bytes per second while it runs; the embedded default |
 //! | [`FileDevice`] | `file:<path>,plugin=<p>,type=<t>` | raw vendor state in a file (offline images, imports) |
 //! | [`VfioBackend`] | `vfio:<mdev uuid or sysfs path>` | a real mdev or VFIO PCI device through vfio-ioctls |
+//! | [`VfioFdBackend`] | (no spec: C's `mdevmig_dev_open_vfio_fd`) | a real device over a VFIO device fd its VMM already owns |
 //!
 //! The trait is the kernel's interface, not a convenience layer over it: state
 //! changes walk the kernel's arcs (those of `vfio_mig_get_next_state()` in
@@ -18,6 +19,7 @@ pub(crate) mod fsm;
 mod sim;
 mod spec;
 mod vfio;
+mod vfio_fd;
 
 pub use file::FileDevice;
 pub use fsm::{MigState, FLAG_P2P, FLAG_PRE_COPY, FLAG_STOP_COPY};
@@ -25,6 +27,7 @@ use mdevmig_plugin_api::DeviceInfo;
 pub use sim::{Faults, SimDevice};
 pub use spec::{open, DeviceSpec, HostOverrides};
 pub use vfio::VfioBackend;
+pub use vfio_fd::VfioFdBackend;
 
 use crate::error::Result;
 
