@@ -165,6 +165,11 @@ impl LiveCtl {
         self.cv.notify_all();
     }
 
+    /// Whether the VMM abandoned the save.
+    pub(crate) fn aborted(&self) -> bool {
+        self.lock().abort
+    }
+
     /// The VMM abandons the save.
     pub(crate) fn abort(&self) {
         let mut st = self.lock();

@@ -109,7 +109,7 @@
 
 use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -189,6 +189,84 @@ impl MigrationDevice for WorkerDev {
     }
 }
 
+/// The save worker's end of the data pipe. It is non-blocking, so that a save
+/// the VMM abandons ends even while the VMM still holds a copy of the read end
+/// (as QEMU keeps the kernel's data fd until cleanup; no EPIPE comes then): a
+/// full pipe is waited on in short polls, between which the abort flag is
+/// checked.
+struct PipeOut {
+    w: PipeWriter,
+    ctl: Arc<LiveCtl>,
+}
+
+impl PipeOut {
+    fn retry(
+        &mut self,
+        mut f: impl FnMut(&mut PipeWriter) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        loop {
+            match f(&mut self.w) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.ctl.aborted() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::BrokenPipe,
+                            "the save was abandoned",
+                        ));
+                    }
+                    let mut fds = [PollFd::new(self.w.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(IO_POLL_MS));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for PipeOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.retry(|w| w.write(buf))
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.retry(|w| w.write_vectored(bufs))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The restore worker's end of the data pipe. The end of the stream is the
+/// region's move to STOP (`ended`), not EOF: the VMM may still hold a copy of
+/// the write end, and the kernel never makes a state change wait for the VMM
+/// to close its fd. The flag is read before each read, so "ended and empty"
+/// means every byte the VMM wrote has been read.
+struct PipeIn {
+    r: PipeReader,
+    ended: Arc<AtomicBool>,
+}
+
+impl Read for PipeIn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let ended = self.ended.load(Ordering::Acquire);
+            match self.r.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if ended {
+                        return Ok(0);
+                    }
+                    let mut fds = [PollFd::new(self.r.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(IO_POLL_MS));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+/// How long a worker waits on its pipe between checks of the region's flags.
+const IO_POLL_MS: u8 = 20;
+
 /// A save in progress.
 struct Saving {
     r: Option<PipeReader>,
@@ -197,10 +275,26 @@ struct Saving {
     h: JoinHandle<Result<SaveReport>>,
 }
 
+/// A restore in progress.
+struct Restoring {
+    w: Option<PipeWriter>,
+    ended: Arc<AtomicBool>,
+    h: JoinHandle<(Dev, Result<RestoreReport>)>,
+}
+
+impl Restoring {
+    /// Ends the stream and waits for the restore's outcome.
+    fn join(self) -> Option<(Dev, Result<RestoreReport>)> {
+        self.ended.store(true, Ordering::Release);
+        drop(self.w);
+        self.h.join().ok()
+    }
+}
+
 enum Job {
     Idle,
     Saving(Saving),
-    Restoring(Option<PipeWriter>, JoinHandle<(Dev, Result<RestoreReport>)>),
+    Restoring(Restoring),
 }
 
 /// What the region needs to save and restore.
@@ -423,6 +517,8 @@ impl MigrationRegion {
             flags,
         };
         let wctl = ctl.clone();
+        set_nonblocking(w.as_fd(), true)?;
+        let w = PipeOut { w, ctl: ctl.clone() };
         let h = std::thread::spawn(move || {
             block_sigpipe();
             let res = contained("save", || {
@@ -535,25 +631,30 @@ impl MigrationRegion {
             .ok_or_else(|| Error::new(Code::Usage, "region has no trust store"))?;
         let (registry, opts) = (self.cfg.registry.clone(), self.cfg.restore.clone());
         let (r, w) = std::io::pipe().map_err(|e| Error::io(Code::IoOpen, "pipe", &e))?;
+        set_nonblocking(r.as_fd(), true)?;
+        let ended = Arc::new(AtomicBool::new(false));
+        let input = PipeIn {
+            r,
+            ended: ended.clone(),
+        };
         let mut dev = self.take_dev()?;
         let h = std::thread::spawn(move || {
             block_sigpipe();
-            let res = contained("restore", || restore(&mut *dev, &registry, &trust, r, &opts));
+            let res = contained("restore", || restore(&mut *dev, &registry, &trust, input, &opts));
             (dev, res)
         });
-        self.job = Job::Restoring(Some(w), h);
+        self.job = Job::Restoring(Restoring { w: Some(w), ended, h });
         Ok(())
     }
 
     /// RESUMING -> STOP: end of stream; the restore's outcome.
     fn finish_restore(&mut self) -> Result<()> {
-        let Job::Restoring(w, h) = std::mem::replace(&mut self.job, Job::Idle) else {
+        let Job::Restoring(job) = std::mem::replace(&mut self.job, Job::Idle) else {
             return Err(Error::new(Code::Internal, "no restore running"));
         };
-        drop(w); // end of stream
-        let (dev, res) = h
+        let (dev, res) = job
             .join()
-            .map_err(|_| Error::new(Code::Internal, "restore thread panicked"))?;
+            .ok_or_else(|| Error::new(Code::Internal, "restore thread panicked"))?;
         self.dev = Some(dev);
         self.last_restore = Some(res?);
         Ok(())
@@ -583,7 +684,7 @@ impl MigrationRegion {
     pub fn data_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.job {
             Job::Saving(Saving { r: Some(r), .. }) => Some(r.as_fd()),
-            Job::Restoring(Some(w), _) => Some(w.as_fd()),
+            Job::Restoring(Restoring { w: Some(w), .. }) => Some(w.as_fd()),
             _ => None,
         }
     }
@@ -723,7 +824,7 @@ impl MigrationRegion {
     /// already refused the stream; the reason comes with the move to STOP.
     pub fn write_data(&mut self, buf: &[u8]) -> Result<()> {
         match &mut self.job {
-            Job::Restoring(Some(w), _) => {
+            Job::Restoring(Restoring { w: Some(w), .. }) => {
                 without_sigpipe(|| w.write_all(buf)).map_err(|e| Error::io(Code::IoWrite, "region data", &e))
             }
             _ => Err(Error::new(
@@ -741,9 +842,8 @@ impl MigrationRegion {
                 self.job = Job::Saving(s);
                 let _ = self.join_save();
             }
-            Job::Restoring(w, h) => {
-                drop(w);
-                if let Ok((dev, _)) = h.join() {
+            Job::Restoring(job) => {
+                if let Some((dev, _)) = job.join() {
                     self.dev = Some(dev);
                 }
             }
