@@ -137,6 +137,7 @@ codes! {
     // usage: the command line is wrong.
     Usage = "usage.bad_arguments", "the command line is not valid";
     DeviceSpec = "usage.bad_device_spec", "a device spec on the command line is malformed";
+    BadHandle = "usage.bad_handle", "a C library handle is 0, freed, of the wrong kind, or was never issued";
 
     // internal: a bug in mdevmig.
     Internal = "internal.error", "an internal invariant failed; please report it";

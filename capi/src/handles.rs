@@ -165,6 +165,11 @@ thread_local! {
     static THREAD_LAST: RefCell<LastError> = RefCell::new(LastError::none());
 }
 
+/// Records `e` as the calling thread's last error.
+pub fn set_thread_error(e: LastError) {
+    THREAD_LAST.with(|t| *t.borrow_mut() = e);
+}
+
 /// Records `e` as `h`'s last error, or the thread's when `h` is no live handle.
 pub fn set_last_error(h: Handle, e: LastError) {
     if let Some(d) = dev(h) {

@@ -19,8 +19,9 @@
 //! Every function returns a status: [`MDEVMIG_OK`] or a negative value. The
 //! failure of an operation ([`MDEVMIG_ERROR`]) leaves its stable dotted code
 //! (`spec/errors.md`) and a message as the handle's last error
-//! ([`mdevmig_last_error`]); a call without a usable handle leaves it as the
-//! calling thread's. No Rust panic crosses into C: one is caught and returned
+//! ([`mdevmig_last_error`]). A call without a usable handle of the kind it
+//! wants ([`MDEVMIG_EBADHANDLE`], and failures before any handle is known)
+//! leaves it as the calling thread's, never another object's. No Rust panic crosses into C: one is caught and returned
 //! as [`MDEVMIG_EPANIC`].
 //!
 //! # Threads
@@ -129,10 +130,13 @@ fn call(h: Handle, body: impl FnOnce() -> Res<()>) -> c_int {
     let (status, err) = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => return MDEVMIG_OK,
         Ok(Err(Fail::Op(e))) => (MDEVMIG_ERROR, LastError::of(&e)),
-        Ok(Err(Fail::BadHandle)) => (
-            MDEVMIG_EBADHANDLE,
-            LastError::new("usage.bad_handle", format!("no such handle: {h}")),
-        ),
+        Ok(Err(Fail::BadHandle)) => {
+            // Not a usable handle of the kind the call wanted: the thread's
+            // error, never another object's.
+            let e = LastError::new(Code::BadHandle.as_str(), format!("no such handle: {h}"));
+            handles::set_thread_error(e);
+            return MDEVMIG_EBADHANDLE;
+        }
         Ok(Err(Fail::Inval(why))) => (MDEVMIG_EINVAL, LastError::new("usage.bad_arguments", why)),
         Err(_) => (
             MDEVMIG_EPANIC,
@@ -176,6 +180,9 @@ unsafe fn put<T>(p: *mut T, v: T) -> Res<()> {
 /// # Safety
 /// As [`put`].
 unsafe fn put_string(p: *mut *mut c_char, s: String) -> Res<()> {
+    if p.is_null() {
+        return Err(Fail::Inval("an out-parameter is null"));
+    }
     let c = CString::new(s).map_err(|_| Fail::Op(Error::new(Code::Internal, "string with a NUL byte")))?;
     // SAFETY: forwarded.
     unsafe { put(p, c.into_raw()) }
@@ -254,6 +261,9 @@ pub unsafe extern "C" fn mdevmig_session_new(out: *mut *mut c_char) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn mdevmig_ctx_new(out: *mut mdevmig_ctx) -> c_int {
     call(0, || {
+        if out.is_null() {
+            return Err(Fail::Inval("out is null"));
+        }
         let h = handles::insert_ctx(Ctx::new());
         // SAFETY: forwarded.
         unsafe { put(out, h) }
@@ -264,7 +274,7 @@ pub unsafe extern "C" fn mdevmig_ctx_new(out: *mut mdevmig_ctx) -> c_int {
 /// need). Thread-safe; a second free is `MDEVMIG_EBADHANDLE`.
 #[no_mangle]
 pub extern "C" fn mdevmig_ctx_free(ctx: mdevmig_ctx) -> c_int {
-    call(0, || handles::remove_ctx(ctx).map(drop).ok_or(Fail::BadHandle))
+    call(ctx, || handles::remove_ctx(ctx).map(drop).ok_or(Fail::BadHandle))
 }
 
 fn with_ctx(ctx: mdevmig_ctx, f: impl FnOnce(&mut Ctx) -> Res<()>) -> c_int {
@@ -475,7 +485,7 @@ pub unsafe extern "C" fn mdevmig_dev_open_vfio_fd(
 /// waits for a call on the handle in another thread to end.
 #[no_mangle]
 pub extern "C" fn mdevmig_dev_free(dev: mdevmig_dev) -> c_int {
-    call(0, || handles::remove_dev(dev).map(drop).ok_or(Fail::BadHandle))
+    call(dev, || handles::remove_dev(dev).map(drop).ok_or(Fail::BadHandle))
 }
 
 fn with_dev(dev: mdevmig_dev, f: impl FnOnce(&mut Dev) -> Res<()>) -> c_int {
