@@ -63,8 +63,9 @@ ldd "$work/minivmm-installed" | grep "libmdevmig.so => $work/prefix/lib/"
 # Sanitizers: any report fails the run. No LeakSanitizer suppressions: with
 # these programs LSan finds nothing in Rust's one-time allocations (the handle
 # table and thread-locals stay reachable or are freed at thread exit), and the
-# library's own leaks must stay visible. abi_test checks known leaks in child
-# processes whose reports it captures and prints as XFAIL lines.
+# library's own leaks must stay visible. abi_test also checks, in child
+# processes whose reports it captures, that a call refused for a null
+# out-pointer allocates nothing.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 sanitizer='ERROR: (Address|Leak|Thread|Memory)Sanitizer|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:'
