@@ -13,7 +13,7 @@
  *                -> STOP
  *   destination  RESUMING -> STOP: the restore's verdict  (vfio_load_cleanup)
  *
- * usage: minivmm [-b BUDGET] SRC_SPEC DST_SPEC KEY.key TRUST.pub [VALIDATOR]
+ * usage: minivmm [-b BUDGET] [-F] [-T OFFSET] SRC_SPEC DST_SPEC KEY.key TRUST.pub [VALIDATOR]
  *
  *   SRC_SPEC, DST_SPEC  device specs: sim:xe/xe-vf-64m,seed=1,dirty-rate=32M,
  *                       vfio:<mdev uuid>, ...
@@ -22,22 +22,38 @@
  *   VALIDATOR           the mdevmig-validator program to run vendor validation
  *                       in; without it, validation runs in this process
  *   -b BUDGET           downtime budget in bytes (K, M, G suffixes; default 4M)
+ *   -F                  VFIO fd mode: SRC_SPEC is vfio:<mdev uuid>, and minivmm opens
+ *                       the device itself as a VMM does (container /dev/vfio/vfio,
+ *                       its IOMMU group, type1v2 IOMMU, VFIO_GROUP_GET_DEVICE_FD)
+ *                       and hands the device fd to mdevmig_dev_open_vfio_fd
+ *   -T OFFSET           tamper: flip one bit (xor 0x01) of envelope byte OFFSET on
+ *                       its way to the destination, which must refuse the stream
  *
- * Exit status: 0 migrated (and, for simulated devices, the digests match),
- * 1 anything else. SPDX-License-Identifier: Apache-2.0
+ * After a failed or refused migration the source is moved back to RUNNING, as
+ * QEMU does. Exit status: 0 migrated (and, for simulated devices, the digests
+ * match), 1 anything else. SPDX-License-Identifier: Apache-2.0
  */
 #include <mdevmig.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/vfio.h>
+
 #define MAX_ROUNDS 30
 #define BUF_SIZE (1u << 20)
+
+/* -T: the envelope byte to flip (-1: none), and how many bytes the destination
+ * has been sent so far. */
+static int64_t tamper_at = -1;
+static uint64_t sent;
 
 /* Prints a failed call with the handle's last error (the thread's when the
  * handle was not usable). Returns 0 for MDEVMIG_OK, -1 otherwise. */
@@ -131,6 +147,12 @@ static int pump(mdevmig_dev src, mdevmig_dev dst, uint8_t *buf, uint64_t *moved)
             return -1;
         if (got == 0)
             return 0;
+        if (tamper_at >= 0 && (uint64_t)tamper_at >= sent && (uint64_t)tamper_at - sent < got) {
+            buf[tamper_at - sent] ^= 0x01;
+            printf("tampered: envelope byte %" PRId64 " flipped %#04x -> %#04x\n", tamper_at,
+                   buf[tamper_at - sent] ^ 0x01, buf[tamper_at - sent]);
+        }
+        sent += got;
         if (mdevmig_dev_write(dst, buf, got) != MDEVMIG_OK) {
             /* The restore refused the stream; its move to STOP says why. */
             finish_destination(dst);
@@ -153,9 +175,121 @@ static char *digest(mdevmig_dev dev)
     return copy;
 }
 
+/* A VFIO device opened by the VMM itself (-F): the legacy container and group
+ * API with the type1v2 IOMMU, as QEMU's vfio-pci does for an mdev. */
+struct vfio_owned {
+    int container, group, device;
+};
+
+/* Opens the mdev `uuid`: container, group, device fd. Returns 0, or -1 with
+ * the reason printed (the fds opened so far stay in `v` for close_vfio). */
+static int open_vfio(const char *uuid, struct vfio_owned *v)
+{
+    char path[600], link[512];
+    const char *group_id;
+    ssize_t n;
+    struct vfio_group_status status = { .argsz = sizeof(status) };
+
+    snprintf(path, sizeof(path), "/sys/bus/mdev/devices/%s/iommu_group", uuid);
+    n = readlink(path, link, sizeof(link) - 1);
+    if (n < 0) {
+        fprintf(stderr, "minivmm: readlink %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    link[n] = '\0';
+    group_id = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
+    v->container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+    if (v->container < 0) {
+        fprintf(stderr, "minivmm: open /dev/vfio/vfio: %s\n", strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof(path), "/dev/vfio/%s", group_id);
+    v->group = open(path, O_RDWR | O_CLOEXEC);
+    if (v->group < 0) {
+        fprintf(stderr, "minivmm: open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (ioctl(v->group, VFIO_GROUP_GET_STATUS, &status) != 0 || !(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
+        fprintf(stderr, "minivmm: group %s is not viable\n", group_id);
+        return -1;
+    }
+    if (ioctl(v->group, VFIO_GROUP_SET_CONTAINER, &v->container) != 0) {
+        fprintf(stderr, "minivmm: VFIO_GROUP_SET_CONTAINER: %s\n", strerror(errno));
+        return -1;
+    }
+    if (ioctl(v->container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) {
+        fprintf(stderr, "minivmm: VFIO_SET_IOMMU TYPE1v2: %s\n", strerror(errno));
+        return -1;
+    }
+    v->device = ioctl(v->group, VFIO_GROUP_GET_DEVICE_FD, uuid);
+    if (v->device < 0) {
+        fprintf(stderr, "minivmm: VFIO_GROUP_GET_DEVICE_FD %s: %s\n", uuid, strerror(errno));
+        return -1;
+    }
+    printf("vfio fd mode: %s: container fd %d, group %s fd %d, device fd %d\n", uuid, v->container,
+           group_id, v->group, v->device);
+    return 0;
+}
+
+/* Closes what open_vfio opened, the device first. */
+static void close_vfio(struct vfio_owned *v)
+{
+    if (v->device >= 0)
+        close(v->device);
+    if (v->group >= 0)
+        close(v->group);
+    if (v->container >= 0)
+        close(v->container);
+    v->device = v->group = v->container = -1;
+}
+
+static const char *state_name(uint32_t state)
+{
+    static const char *names[] = { "ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING",
+                                   "RUNNING_P2P", "PRE_COPY", "PRE_COPY_P2P" };
+
+    return state < sizeof(names) / sizeof(names[0]) ? names[state] : "?";
+}
+
+/* After a failed migration the destination is made usable again: a refused
+ * restore leaves it in ERROR (the device itself stopped), and
+ * mdevmig_dev_reset is the way out, back to RUNNING. */
+static int destination_running(mdevmig_dev dst)
+{
+    uint32_t state = MDEVMIG_STATE_ERROR;
+
+    if (failed(dst, mdevmig_dev_get_state(dst, &state), "mdevmig_dev_get_state(dst)") != 0)
+        return -1;
+    printf("destination after the failure: %s\n", state_name(state));
+    if (state == MDEVMIG_STATE_RUNNING)
+        return 0;
+    if (failed(dst, mdevmig_dev_reset(dst), "mdevmig_dev_reset(dst)") != 0 ||
+        failed(dst, mdevmig_dev_get_state(dst, &state), "mdevmig_dev_get_state(dst)") != 0)
+        return -1;
+    printf("destination reset: %s\n", state_name(state));
+    return state == MDEVMIG_STATE_RUNNING ? 0 : -1;
+}
+
+/* After a failed migration the source runs again (QEMU: the VM resumes on the
+ * source): RUNNING along the kernel's arcs, or by a reset out of ERROR. */
+static int source_running(mdevmig_dev src)
+{
+    uint32_t state = MDEVMIG_STATE_ERROR;
+
+    if (mdevmig_dev_get_state(src, &state) == MDEVMIG_OK && state == MDEVMIG_STATE_RUNNING)
+        return 0;
+    if (mdevmig_dev_set_state(src, MDEVMIG_STATE_RUNNING, NULL) != MDEVMIG_OK &&
+        failed(src, mdevmig_dev_reset(src), "mdevmig_dev_reset(src)") != 0)
+        return -1;
+    if (failed(src, mdevmig_dev_get_state(src, &state), "mdevmig_dev_get_state(src)") != 0)
+        return -1;
+    printf("source back to %s\n", state_name(state));
+    return state == MDEVMIG_STATE_RUNNING ? 0 : -1;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: minivmm [-b BUDGET] SRC_SPEC DST_SPEC KEY.key TRUST.pub [VALIDATOR]\n");
+    fprintf(stderr, "usage: minivmm [-b BUDGET] [-F] [-T OFFSET] SRC_SPEC DST_SPEC KEY.key TRUST.pub [VALIDATOR]\n");
 }
 
 int main(int argc, char **argv)
@@ -166,17 +300,31 @@ int main(int argc, char **argv)
     char *session = NULL, *src_digest = NULL, *dst_digest = NULL;
     const char *validator, *stopped = "max rounds";
     uint8_t *buf = NULL;
-    int opt, rounds = 0, ret = 1;
+    int opt, rounds = 0, ret = 1, fd_mode = 0;
     double t0, stop_at, downtime;
+    struct vfio_owned owned = { -1, -1, -1 };
+    uint64_t offset;
 
-    while ((opt = getopt(argc, argv, "b:")) != -1) {
-        if (opt != 'b' || parse_bytes(optarg, &budget) != 0) {
-            usage();
-            return 2;
+    while ((opt = getopt(argc, argv, "b:FT:")) != -1) {
+        if (opt == 'b' && parse_bytes(optarg, &budget) == 0)
+            continue;
+        if (opt == 'F') {
+            fd_mode = 1;
+            continue;
         }
+        if (opt == 'T' && parse_bytes(optarg, &offset) == 0 && offset <= INT64_MAX) {
+            tamper_at = (int64_t)offset;
+            continue;
+        }
+        usage();
+        return 2;
     }
     if (argc - optind != 4 && argc - optind != 5) {
         usage();
+        return 2;
+    }
+    if (fd_mode && strncmp(argv[optind], "vfio:", 5) != 0) {
+        fprintf(stderr, "minivmm: -F wants a vfio:<mdev uuid> source, not %s\n", argv[optind]);
         return 2;
     }
     validator = argc - optind == 5 ? argv[optind + 4] : NULL;
@@ -199,7 +347,18 @@ int main(int argc, char **argv)
     TRY(0, mdevmig_ctx_new(&src_ctx));
     TRY(src_ctx, mdevmig_ctx_load_key(src_ctx, argv[optind + 2]));
     TRY(src_ctx, mdevmig_ctx_set_session(src_ctx, session));
-    TRY(src_ctx, mdevmig_dev_open(src_ctx, argv[optind], &src));
+    if (fd_mode) {
+        /* The VMM owns the device; the library works on a duplicate of its fd. */
+        const char *uuid = strrchr(argv[optind], '/') ? strrchr(argv[optind], '/') + 1 : argv[optind] + 5;
+        char sysfs[600];
+
+        if (open_vfio(uuid, &owned) != 0)
+            goto out;
+        snprintf(sysfs, sizeof(sysfs), "/sys/bus/mdev/devices/%s", uuid);
+        TRY(src_ctx, mdevmig_dev_open_vfio_fd(src_ctx, owned.device, sysfs, &src));
+    } else {
+        TRY(src_ctx, mdevmig_dev_open(src_ctx, argv[optind], &src));
+    }
     TRY(src, mdevmig_dev_migration_flags(src, &flags));
     printf("source flags:%s%s%s\n", flags & MDEVMIG_MIGRATION_STOP_COPY ? " STOP_COPY" : "",
            flags & MDEVMIG_MIGRATION_P2P ? " P2P" : "", flags & MDEVMIG_MIGRATION_PRE_COPY ? " PRE_COPY" : "");
@@ -245,6 +404,8 @@ int main(int argc, char **argv)
     if (finish_destination(dst) != 0)
         goto out;
     downtime = now() - stop_at;
+    if (tamper_at >= 0 && (uint64_t)tamper_at >= sent)
+        printf("tamper: nothing flipped, the stream has only %" PRIu64 " bytes\n", sent);
 
     printf("rounds:");
     for (int i = 0; i < rounds; i++)
@@ -270,6 +431,11 @@ int main(int argc, char **argv)
         ret = 1;
 
 out:
+    /* A failed or refused migration: the source runs again. */
+    if (ret != 0 && src != 0 && source_running(src) != 0)
+        fprintf(stderr, "minivmm: the source could not be moved back to RUNNING\n");
+    if (ret != 0 && dst != 0 && destination_running(dst) != 0)
+        fprintf(stderr, "minivmm: the destination could not be reset to RUNNING\n");
     /* Freeing a device mid-migration abandons it: the source goes back to
      * RUNNING, a destination that was written to is reset. */
     if (src != 0 && failed(0, mdevmig_dev_free(src), "mdevmig_dev_free(src)") != 0)
@@ -280,6 +446,7 @@ out:
         ret = 1;
     if (dst_ctx != 0 && failed(0, mdevmig_ctx_free(dst_ctx), "mdevmig_ctx_free(dst)") != 0)
         ret = 1;
+    close_vfio(&owned);
     mdevmig_string_free(session);
     free(src_digest);
     free(dst_digest);

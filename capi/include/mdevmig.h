@@ -175,7 +175,8 @@ int mdevmig_dev_open(mdevmig_ctx ctx, const char *spec, mdevmig_dev *out);
 int mdevmig_dev_open_vfio_fd(mdevmig_ctx ctx, int fd, const char *sysfs, mdevmig_dev *out);
 
 // Frees a device handle. A migration in progress is abandoned: a source goes
-// back to RUNNING, a destination that was written to is reset. Thread-safe;
+// back to RUNNING, a destination that was written to is reset; a device left
+// in ERROR (a refused restore) is reset to RUNNING. Thread-safe;
 // waits for a call on the handle in another thread to end.
 int mdevmig_dev_free(mdevmig_dev dev);
 

@@ -481,7 +481,8 @@ pub unsafe extern "C" fn mdevmig_dev_open_vfio_fd(
 }
 
 /// Frees a device handle. A migration in progress is abandoned: a source goes
-/// back to RUNNING, a destination that was written to is reset. Thread-safe;
+/// back to RUNNING, a destination that was written to is reset; a device left
+/// in ERROR (a refused restore) is reset to RUNNING. Thread-safe;
 /// waits for a call on the handle in another thread to end.
 #[no_mangle]
 pub extern "C" fn mdevmig_dev_free(dev: mdevmig_dev) -> c_int {

@@ -864,9 +864,17 @@ impl MigrationRegion {
 
 impl Drop for MigrationRegion {
     /// A region dropped mid-migration (its VMM gone) abandons the job: the
-    /// source back to RUNNING, a touched destination reset.
+    /// source back to RUNNING, a touched destination reset. A region left in
+    /// ERROR resets its device too, so a device whose restore was refused
+    /// before it was touched (and sits in STOP) is RUNNING again, as after a
+    /// refused `restore`.
     fn drop(&mut self) {
         self.abandon();
+        if self.state == MigState::Error {
+            if let Some(dev) = self.dev.as_mut() {
+                let _ = dev.reset();
+            }
+        }
     }
 }
 

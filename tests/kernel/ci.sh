@@ -7,9 +7,11 @@
 # 1. setup.sh: host packages, kernel .debs, mtty.ko (cached in tests/kernel/cache/,
 #    git-ignored; a clean clone downloads ~45 s, a warm cache takes ~0.1 s);
 # 2. a static mdevmig (cargo, --target x86_64-unknown-linux-gnu, +crt-static), stripped;
-# 3. the static guest tools (smoke/build.sh: mttyctl, vfio-probe);
-# 4. run-vm.sh <mdevmig> mtty-guest.sh <mttyctl>: boots the VM, runs every check,
-#    and fails if the kernel logged WARNING/BUG/Oops/Call Trace.
+# 3. a static libmdevmig.a (the same way) and capi/examples/minivmm.c linked
+#    statically against it, stripped;
+# 4. the static guest tools (smoke/build.sh: mttyctl, vfio-probe);
+# 5. run-vm.sh <mdevmig> mtty-guest.sh <mttyctl> <minivmm>: boots the VM, runs every
+#    check, and fails if the kernel logged WARNING/BUG/Oops/Call Trace.
 #
 # Exit status: 0 all checks passed, or SKIPPED because the kernel packages could not
 # be downloaded (setup.sh status 77: no network, loudly reported; set
@@ -98,6 +100,25 @@ if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then failed 1 "cargo did not report the mde
 strip -o "$CACHE/ci/mdevmig" "$BIN" || failed 1 "strip $BIN"
 echo "[kernel-ci] mdevmig: $BIN -> $CACHE/ci/mdevmig ($(stat -c %s "$CACHE/ci/mdevmig") bytes)" >&2
 
+# ------------------------------------------------- libmdevmig.a and minivmm
+phase "build static minivmm"
+rc=0
+(cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+	"$CARGO" build --release --target "$TRIPLE" -p mdevmig-capi \
+	--message-format=json-render-diagnostics >"$CACHE/ci/cargo-capi.json") || rc=$?
+[ $rc = 0 ] || failed 1 "cargo build of the static libmdevmig.a failed (status $rc)"
+LIBA=$(sed -n 's/.*"filenames":\[[^]]*"\([^"]*\/libmdevmig\.a\)".*/\1/p' "$CACHE/ci/cargo-capi.json" | tail -n1)
+if [ -z "$LIBA" ] || [ ! -f "$LIBA" ]; then failed 1 "cargo did not report libmdevmig.a"; fi
+UAPI=$CACHE/out/uapi
+[ -f "$UAPI/linux/vfio.h" ] || failed 1 "$UAPI/linux/vfio.h missing (setup.sh)"
+# -I puts the 6.12 <linux/vfio.h> ahead of the host's (as smoke/build.sh does)
+cc -static -O2 -Wall -Werror -D__user= -I "$UAPI" -I "$ROOT/capi/include" -o "$CACHE/ci/minivmm.dbg" \
+	"$ROOT/capi/examples/minivmm.c" "$LIBA" -lpthread -ldl -lm ||
+	failed 1 "compiling capi/examples/minivmm.c against $LIBA failed"
+strip -o "$CACHE/ci/minivmm" "$CACHE/ci/minivmm.dbg" || failed 1 "strip minivmm"
+rm -f "$CACHE/ci/minivmm.dbg"
+echo "[kernel-ci] minivmm: $LIBA -> $CACHE/ci/minivmm ($(stat -c %s "$CACHE/ci/minivmm") bytes)" >&2
+
 # ------------------------------------------------------------------ guest tools
 phase "build guest tools"
 "$HERE/smoke/build.sh" >/dev/null || failed 1 "building the guest tools (smoke/build.sh) failed"
@@ -106,7 +127,7 @@ MTTYCTL=$CACHE/smoke/mttyctl
 # ------------------------------------------------------------------------ VM
 phase "VM: mtty-guest.sh"
 rc=0
-"$HERE/run-vm.sh" "$CACHE/ci/mdevmig" "$HERE/mtty-guest.sh" "$MTTYCTL" || rc=$?
+"$HERE/run-vm.sh" "$CACHE/ci/mdevmig" "$HERE/mtty-guest.sh" "$MTTYCTL" "$CACHE/ci/minivmm" || rc=$?
 case $rc in
 0) ;;
 77) skipped "run-vm.sh: kernel packages unavailable" ;;

@@ -31,6 +31,14 @@
 #      refused the partial stream with an error code and was reset (mtty_reset in the
 #      kernel log); both RUNNING in the kernel, registers and raw kernel state (FIFOs
 #      included) unchanged; a full live migration between the two works afterwards
+#   i  the C library: capi/examples/minivmm.c, statically linked against libmdevmig.a,
+#      with -F opens the source mtty-2 itself (container, group, type1v2, device fd)
+#      and hands the fd to mdevmig_dev_open_vfio_fd; the destination is vfio:<uuid>,
+#      validation in the sandboxed /bin/mdevmig. exit 0; the destination's registers,
+#      raw kernel state and FIFO bytes equal the source's. Then -T 300 flips one
+#      envelope byte (inside chunk 0) on its way to a third mtty-2: exit 1, refused
+#      with an auth.* code, that destination's registers and raw kernel state
+#      unchanged and RUNNING, the source moved back to RUNNING with its state kept
 . /guest-lib.sh
 
 M=/bin/mdevmig
@@ -408,6 +416,90 @@ must "after the abort: a full live migration" $C "$adst" expect-state RUNNING sa
 same_file "after the abort: the destination now holds the source's state" again.kraw asrc.before
 must "after the abort: source stopped" $C "$asrc" expect-state STOP
 ok "abort: both devices usable afterwards ($(json_list rounds again.json | wc -w) round(s), downtime $(json_word downtime_bytes again.json) bytes)"
+
+# ---------------------------------------------------------------------------- i
+section "i. the C library: minivmm (libmdevmig.a) migrates a real mtty-2 from a VMM-owned fd"
+V=/bin/minivmm
+# minivmm RUN ARGS...: run minivmm, output in RUN.out/RUN.err (shown); status in _rc
+minivmm() {
+	_n=$1
+	shift
+	echo "\$ $V $*"
+	$V "$@" >"$_n.out" 2>"$_n.err"
+	_rc=$?
+	sed 's/^/    /' "$_n.out" "$_n.err"
+}
+must "keygen for minivmm" $M keygen --out /tmp/k
+csrc=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+cdst=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+echo "C source $csrc (group $(mdev_group "$csrc")), destination $cdst (group $(mdev_group "$cdst"))"
+# source port 0: FIFO on, IER RDI|RLSI, LCR 8E1, SCR; 9 bytes queued, 1 read
+# source port 1: MCR OUT2|RTS|DTR, LCR 8N2, SCR; 10 bytes queued
+must "set C source registers" $C "$csrc" \
+	w 0 fcr 0x07 w 0 ier 0x05 w 0 lcr 0x1b w 0 scr 0x77 tx 0 "c-library" r 0 rx \
+	w 1 mcr 0x0b w 1 lcr 0x07 w 1 scr 0x88 tx 1 "libmdevmig"
+grep -q '^p0.rx=0x63$' /tmp/show.out || fail "reading RX did not return the looped-back 'c'"
+must "set C destination registers" $C "$cdst" w 0 scr 0x12 w 1 scr 0x34 tx 1 "old"
+must "C source before" $C "$csrc" save /tmp/csrc.before expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >csrc.regs
+grep -q 'p0: ier=0x05 .* lcr=0x1b .* scr=0x77' csrc.regs || fail "C source port 0: $(head -n1 csrc.regs)"
+grep -q 'p1: .* lcr=0x07 mcr=0x0b .* scr=0x88' csrc.regs || fail "C source port 1: $(tail -n1 csrc.regs)"
+must "C destination before" $C "$cdst" save /tmp/cdst.before regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >cdst.regs.before
+diff csrc.regs cdst.regs.before >/dev/null && fail "the C destination already has the source's registers?"
+cmp -s csrc.before cdst.before && fail "the C source and destination have the same raw state"
+minivmm c -F "vfio:$csrc" "vfio:$cdst" /tmp/k.key /tmp/k.pub $M
+[ "$_rc" = 0 ] || fail "minivmm -F exited with status $_rc: $(tail -n1 c.err)"
+grep -q "^vfio fd mode: $csrc: .* device fd [0-9]" c.out || fail "minivmm did not open the source's VFIO device itself"
+grep -q '^source flags: STOP_COPY P2P PRE_COPY$' c.out || fail "minivmm: source flags: $(grep '^source flags' c.out)"
+grep -Eq '^(MATCH|digests: n/a)$' c.out || fail "minivmm printed neither MATCH nor 'digests: n/a'"
+grep -q '^destination refused' c.out && fail "minivmm: the destination refused the stream"
+ok "minivmm -F: exit 0, $(grep '^rounds:' c.out), $(grep '^downtime:' c.out | cut -d, -f1), $(grep -E '^(MATCH|digests: n/a)$' c.out)"
+must "C source after (left STOP)" $C "$csrc" expect-state STOP save /tmp/csrc.after regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >csrc.regs.after
+same_text "C source registers kept" csrc.regs csrc.regs.after
+same_file "C source kernel state kept" csrc.after csrc.before
+must "C destination after (RUNNING)" $C "$cdst" expect-state RUNNING save /tmp/cdst.after regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >cdst.regs
+same_text "C destination registers = source registers (IER IIR LCR MCR LSR MSR SCR, both ports)" csrc.regs cdst.regs
+same_file "C destination kernel state = source kernel state" cdst.after csrc.before
+must "drain C destination FIFOs" $C "$cdst" drain 0 drain 1
+grep -q '"-library" (8 bytes) lsr_after=0x60' /tmp/show.out || fail "C destination port 0 FIFO: $(head -n1 /tmp/show.out)"
+grep -q '"libmdevmig" (10 bytes) lsr_after=0x60' /tmp/show.out || fail "C destination port 1 FIFO: $(tail -n1 /tmp/show.out)"
+ok "C destination FIFOs drain the source's bytes"
+
+echo "--- tampered: minivmm -F -T 300 from the C source into a third mtty-2"
+must "C source RUNNING again" $C "$csrc" set RUNNING expect-state RUNNING
+tdst=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+echo "tamper destination $tdst (group $(mdev_group "$tdst"))"
+must "set tamper destination registers" $C "$tdst" w 0 lcr 0x03 w 0 scr 0xe1 w 1 scr 0x1e tx 0 "untouched"
+must "tamper destination before" $C "$tdst" save /tmp/tdst.before expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >tdst.regs.before
+cmp -s tdst.before csrc.before && fail "the tamper destination has the source's raw state"
+dmesg >tamper.dmesg.before
+minivmm tamper -F -T 300 "vfio:$csrc" "vfio:$tdst" /tmp/k.key /tmp/k.pub $M
+dmesg >tamper.dmesg.after
+[ "$_rc" = 1 ] || fail "minivmm -T 300 exited with status $_rc, expected 1"
+grep -q '^tampered: envelope byte 300 flipped' tamper.out || fail "minivmm -T 300 flipped nothing"
+tcode=$(sed -n 's/^destination refused the stream: \([^:]*\):.*/\1/p' tamper.out)
+case "$tcode" in
+auth.*) ;;
+*) fail "minivmm -T 300: refusal code is '$tcode', expected auth.*" ;;
+esac
+grep -q '^source back to RUNNING$' tamper.out || fail "minivmm did not move the source back to RUNNING"
+grep -Eq '^destination (after the failure|reset): RUNNING$' tamper.out ||
+	fail "minivmm did not bring the destination back to RUNNING"
+ok "tampered stream refused: $tcode, exit 1; source moved back to RUNNING; $(grep '^destination after the failure' tamper.out)$(grep '^destination reset' tamper.out | sed 's/^/, /')"
+ok "tamper: $(diff tamper.dmesg.before tamper.dmesg.after | grep -c 'mtty_reset: called') mtty_reset line(s) in the kernel log during the refused run"
+must "tamper destination after" $C "$tdst" save /tmp/tdst.after expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >tdst.regs.after
+same_text "tamper: destination registers unchanged, RUNNING" tdst.regs.before tdst.regs.after
+same_file "tamper: destination kernel state unchanged" tdst.before tdst.after
+must "tamper: source RUNNING" $C "$csrc" expect-state RUNNING save /tmp/csrc.tamper regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >csrc.regs.tamper
+same_text "tamper: source registers kept" csrc.regs csrc.regs.tamper
+same_file "tamper: source kernel state kept" csrc.tamper csrc.before
+ok "C library: real mtty-2 migrated from a VMM-owned fd; a tampered stream refused ($tcode) with the destination untouched"
 
 section "control: a device that IS touched shows in the kernel log"
 # The refusals above rely on "no kernel log line": mtty logs every reset, and mdevmig
