@@ -381,10 +381,6 @@ int main(int argc, char **argv)
                 stopped = "within budget";
                 break;
             }
-            if (moved == 0) {
-                stopped = "no progress";
-                break;
-            }
         }
         printf("pre-copy: %d round(s) in %.3f s; stopped: %s\n", rounds, now() - t0, stopped);
         if (flags & MDEVMIG_MIGRATION_P2P)

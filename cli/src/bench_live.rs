@@ -152,9 +152,9 @@ impl Series {
 
 /// The VMM's decision after a round (`mdevmig live`'s and `save --precopy`'s).
 /// The decision after a round: the broker's own rule, on the device's progress.
-fn decide(c: &Converge, rounds: &[u64], left: u64, moved: u64, started: Instant) -> Option<StopReason> {
+fn decide(c: &Converge, rounds: &[u64], left: u64, started: Instant) -> Option<StopReason> {
     let n = u32::try_from(rounds.len()).unwrap_or(u32::MAX);
-    c.decide(n, left, moved, started.elapsed())
+    c.decide(n, left, started.elapsed())
 }
 
 fn no_precopy(spec: &str) -> Error {
@@ -242,18 +242,15 @@ fn precopy_regions(
     dst.set_state(MigState::Resuming)?;
     let started = Instant::now();
     src.set_state(MigState::PreCopy)?;
-    let mut taken = 0;
     let (reason, left) = loop {
         let (n, end) = super::live::pump(&mut src, &mut dst, &mut buf)?;
         if end == DataRead::End {
             return Err(ended_in_precopy());
         }
         m.rounds.push(n);
-        let moved = src.device_bytes().saturating_sub(taken);
-        taken = src.device_bytes();
         src.precopy_info()?; // lets the device prepare its next round
         let left = src.data_size()?;
-        if let Some(reason) = decide(c, &m.rounds, left, moved, started) {
+        if let Some(reason) = decide(c, &m.rounds, left, started) {
             break (reason, left);
         }
     };
@@ -370,7 +367,7 @@ fn raw_source(
         m.rounds.push(n);
         src.precopy_info()?;
         let left = src.data_size()?;
-        if let Some(reason) = decide(c, &m.rounds, left, n, started) {
+        if let Some(reason) = decide(c, &m.rounds, left, started) {
             break (reason, left);
         }
     };

@@ -133,13 +133,8 @@ fn precopy_rounds(
 ) -> Result<Option<StopReason>> {
     let started = Instant::now();
     r.src.set_state(MigState::PreCopy)?;
-    let mut taken = 0;
     loop {
         let (bytes, end) = pump(&mut r.src, &mut r.dst, buf)?;
-        // The device's progress, not what arrived: up to a chunk of it waits in
-        // the chunk being built.
-        let moved = r.src.device_bytes().saturating_sub(taken);
-        taken = r.src.device_bytes();
         if end == DataRead::End {
             return Err(Error::new(
                 mdevmig::Code::DeviceData,
@@ -161,7 +156,7 @@ fn precopy_rounds(
         }
         let n = u32::try_from(rounds.len()).unwrap_or(u32::MAX);
         let left = rounds.last().map_or(0, |x| x.left);
-        if let Some(reason) = a.converge.decide(n, left, moved, started.elapsed()) {
+        if let Some(reason) = a.converge.decide(n, left, started.elapsed()) {
             return Ok(Some(reason));
         }
     }

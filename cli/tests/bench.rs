@@ -82,13 +82,7 @@ fn bench_reports_every_figure_and_target() {
     assert_eq!(live["dirty_rate"], 16 << 20);
     assert_eq!(live["downtime_budget"], 1 << 20);
     assert_eq!(live["rounds"], 2);
-    let reasons = [
-        "no-precopy",
-        "downtime-budget",
-        "max-rounds",
-        "max-time",
-        "no-progress",
-    ];
+    let reasons = ["no-precopy", "downtime-budget", "max-rounds", "max-time"];
     for m in ["stop_copy_only", "precopy", "precopy_in_process", "precopy_raw"] {
         let r = &live[m];
         let runs = r["runs"].as_array().unwrap();

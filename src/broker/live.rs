@@ -325,7 +325,9 @@ impl Live {
     fn end_round(&mut self) {
         let now = Instant::now();
         let written = self.written.load(Ordering::Relaxed);
-        if self.round_raw > 0 {
+        // The save's own rounds are all reported, empty ones too (they count
+        // towards its limit); a VMM's kicks that found nothing are not rounds.
+        if self.round_raw > 0 || matches!(self.mode, Mode::Policy(_)) {
             self.rounds.push(Round {
                 bytes: written.saturating_sub(self.round_from),
                 raw_bytes: self.round_raw,
@@ -354,14 +356,13 @@ impl Live {
     }
 
     fn policy_round_end(&mut self, dev: &mut dyn MigrationDevice, held: u64, c: Converge) -> Result<()> {
-        let moved = self.round_raw;
         self.end_round();
         let cost = self
             .cost
             .ok_or_else(|| Error::new(Code::Internal, "live save not started"))?;
         let left = cost.rest(held.saturating_add(dev.data_size()?));
         let rounds = u32::try_from(self.rounds.len()).unwrap_or(u32::MAX);
-        let reason = c.decide(rounds, left, moved, self.started.elapsed());
+        let reason = c.decide(rounds, left, self.started.elapsed());
         match reason {
             Some(reason) => {
                 let at = Instant::now();

@@ -99,23 +99,16 @@ pub struct Converge {
 
 impl Converge {
     /// The decision after a PRE_COPY round, as a VMM makes it: `rounds` rounds
-    /// done, `left` envelope bytes STOP_COPY would still move, `moved` raw bytes
-    /// the device yielded in the last round (not what the VMM read: up to a
-    /// chunk of it waits in the chunk being built), `elapsed` time in PRE_COPY.
-    /// `Some(reason)` means stop the device now.
-    pub fn decide(
-        &self,
-        rounds: u32,
-        left: u64,
-        moved: u64,
-        elapsed: std::time::Duration,
-    ) -> Option<StopReason> {
+    /// done, `left` envelope bytes STOP_COPY would still move, `elapsed` time in
+    /// PRE_COPY. `Some(reason)` means stop the device now. A save that cannot
+    /// converge goes on to its limits, even through rounds that move nothing
+    /// (a device may find more to send later).
+    pub fn decide(&self, rounds: u32, left: u64, elapsed: std::time::Duration) -> Option<StopReason> {
         match self.downtime_bytes {
             None => Some(StopReason::InitialData),
             Some(b) if left <= b => Some(StopReason::Budget),
             Some(_) if rounds >= self.max_rounds => Some(StopReason::MaxRounds),
             Some(_) if elapsed >= self.max_precopy => Some(StopReason::MaxTime),
-            Some(_) if moved == 0 => Some(StopReason::NoProgress),
             Some(_) => None,
         }
     }
@@ -145,8 +138,6 @@ pub enum StopReason {
     MaxRounds,
     /// The PRE_COPY time limit was reached first.
     MaxTime,
-    /// A round moved nothing, so further rounds cannot shrink what is left.
-    NoProgress,
     /// The VMM moved the migration region to STOP_COPY.
     Vmm,
 }
@@ -160,7 +151,6 @@ impl StopReason {
             StopReason::Budget => "downtime-budget",
             StopReason::MaxRounds => "max-rounds",
             StopReason::MaxTime => "max-precopy-seconds",
-            StopReason::NoProgress => "no-progress",
             StopReason::Vmm => "vmm",
         }
     }
@@ -180,7 +170,8 @@ pub struct Round {
 /// How a save went live: its PRE_COPY rounds and the downtime it added.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LiveReport {
-    /// PRE_COPY rounds that moved data, in order.
+    /// PRE_COPY rounds, in order: every round of `save --precopy` (an empty one
+    /// too), or the rounds that moved data when the VMM drives the region.
     pub rounds: Vec<Round>,
     /// Time from the save's start to STOP_COPY.
     pub precopy_seconds: f64,
