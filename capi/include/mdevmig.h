@@ -203,13 +203,16 @@ int mdevmig_dev_get_state(mdevmig_dev dev, uint32_t *state);
 // PRE_COPY_P2P, STOP_COPY or RESUMING starts a stream: `*data_fd` is then a
 // new fd for it, the caller's to close (reads give the envelope; in PRE_COPY
 // it is non-blocking, EAGAIN meaning no data at this moment); otherwise
-// `*data_fd` is -1. `data_fd` may be null when the caller reads and writes
+// `*data_fd` is -1, also for a move between streaming states (PRE_COPY to
+// STOP_COPY continues the same stream, as the kernel's does). `data_fd` may be null when the caller reads and writes
 // through [`mdevmig_dev_read`] and [`mdevmig_dev_write`]. A failed arc leaves
 // the device in ERROR; [`mdevmig_dev_reset`] leaves it. Thread-safe.
 //
 // # Safety
 // `data_fd` is null or valid for a write of an `int`.
-int mdevmig_dev_set_state(mdevmig_dev dev, uint32_t state, int *data_fd);
+int mdevmig_dev_set_state(mdevmig_dev dev,
+                          uint32_t state,
+                          int *data_fd);
 
 // Reads envelope bytes (PRE_COPY, PRE_COPY_P2P, STOP_COPY) into `buf`:
 // `*got` bytes, 0 at the end of the stream. In PRE_COPY, returns

@@ -535,7 +535,8 @@ pub unsafe extern "C" fn mdevmig_dev_get_state(dev: mdevmig_dev, state: *mut u32
 /// PRE_COPY_P2P, STOP_COPY or RESUMING starts a stream: `*data_fd` is then a
 /// new fd for it, the caller's to close (reads give the envelope; in PRE_COPY
 /// it is non-blocking, EAGAIN meaning no data at this moment); otherwise
-/// `*data_fd` is -1. `data_fd` may be null when the caller reads and writes
+/// `*data_fd` is -1, also for a move between streaming states (PRE_COPY to
+/// STOP_COPY continues the same stream, as the kernel's does). `data_fd` may be null when the caller reads and writes
 /// through [`mdevmig_dev_read`] and [`mdevmig_dev_write`]. A failed arc leaves
 /// the device in ERROR; [`mdevmig_dev_reset`] leaves it. Thread-safe.
 ///
@@ -550,7 +551,9 @@ pub unsafe extern "C" fn mdevmig_dev_set_state(dev: mdevmig_dev, state: u32, dat
         let before = d.region.state();
         d.region.set_state(target)?;
         let fd = match d.region.data_fd() {
-            Some(fd) if target.is_streaming() && (target != before || !before.is_streaming()) => {
+            // A stream starts only from a state without one; PRE_COPY to
+            // PRE_COPY_P2P or STOP_COPY keeps it, as the kernel's arcs do.
+            Some(fd) if target.is_streaming() && !before.is_streaming() => {
                 let own: OwnedFd = fd
                     .try_clone_to_owned()
                     .map_err(|e| Fail::Op(Error::io(Code::IoOpen, "data fd", &e)))?;

@@ -350,7 +350,7 @@ impl Live {
             }
             Mode::Driven(ctl) => {
                 let ctl = ctl.clone();
-                self.park(&ctl, held)
+                self.park(&ctl)
             }
         }
     }
@@ -378,9 +378,8 @@ impl Live {
         }
     }
 
-    fn park(&mut self, ctl: &LiveCtl, held: u64) -> Result<()> {
+    fn park(&mut self, ctl: &LiveCtl) -> Result<()> {
         self.end_round();
-        let _ = held;
         let mut st = ctl.lock();
         st.parked = true;
         ctl.cv.notify_all();

@@ -666,16 +666,6 @@ impl MigrationRegion {
             .ok_or_else(|| Error::new(Code::Internal, "device busy"))
     }
 
-    /// Raw bytes the running save has taken from the device so far (0 when no
-    /// save runs): a VMM's measure of a round's progress, since up to a chunk of
-    /// what the device gave waits in the chunk being built.
-    pub fn device_bytes(&self) -> u64 {
-        match &self.job {
-            Job::Saving(s) => s.ctl.taken.load(Ordering::Acquire),
-            _ => 0,
-        }
-    }
-
     /// The data fd of the stream in progress, for a VMM that polls or reads it
     /// itself: the read end in PRE_COPY and STOP_COPY, the write end in
     /// RESUMING. In PRE_COPY the read end is non-blocking: EAGAIN means no data
