@@ -1,0 +1,404 @@
+//! The command table: names, who may run them, and the read-only commands.
+//!
+//! Arguments are JSON objects checked by serde with unknown members refused;
+//! names follow the CLI's (`device`, `source`, `policy`) in QMP's kebab-case.
+//! Results of `describe`, `check` and `labels` have exactly the JSON shape of
+//! the CLI's `--json` output.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use mdevmig::compat::{self, Descriptor};
+use mdevmig::device::{self, DeviceSpec, MigrationDevice};
+
+use crate::conn::{allowed, Reply, Session};
+use crate::errors::{bad_args, QErr};
+
+/// Who may run a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Anyone connected (negotiation, introspection).
+    Always,
+    /// Peers with the query right.
+    Query,
+    /// Peers with the migrate right.
+    Migrate,
+}
+
+type Handler = fn(&mut Session<'_>, Map<String, Value>) -> Result<Reply, QErr>;
+
+/// Every command: name, class, handler.
+pub(crate) const COMMANDS: &[(&str, Class, Handler)] = &[
+    ("qmp_capabilities", Class::Always, capabilities),
+    ("query-commands", Class::Always, query_commands),
+    ("query-version", Class::Always, query_version),
+    ("query-devices", Class::Query, query_devices),
+    ("describe", Class::Query, describe),
+    ("check", Class::Query, check),
+    ("labels", Class::Query, labels),
+    ("query-jobs", Class::Query, crate::jobs::query_jobs),
+    ("session-new", Class::Migrate, session_new),
+    ("getfd", Class::Migrate, getfd),
+    ("closefd", Class::Migrate, closefd),
+    ("save", Class::Migrate, crate::jobs::save),
+    ("restore", Class::Migrate, crate::jobs::restore),
+    ("job-cancel", Class::Migrate, crate::jobs::cancel),
+    ("job-dismiss", Class::Migrate, crate::jobs::dismiss),
+    ("device-open", Class::Migrate, crate::regions::open),
+    ("device-open-fd", Class::Migrate, crate::regions::open_fd),
+    ("device-set-state", Class::Migrate, crate::regions::set_state),
+    ("device-query", Class::Migrate, crate::regions::query),
+    (
+        "device-precopy-info",
+        Class::Migrate,
+        crate::regions::precopy_info,
+    ),
+    ("device-data-size", Class::Migrate, crate::regions::data_size),
+    ("device-reset", Class::Migrate, crate::regions::reset),
+    ("device-close", Class::Migrate, crate::regions::close),
+];
+
+/// Runs one command for a session.
+pub(crate) fn run(s: &mut Session<'_>, name: &str, args: Map<String, Value>) -> Result<Reply, QErr> {
+    let Some((_, class, handler)) = COMMANDS.iter().find(|(n, _, _)| *n == name) else {
+        return Err(QErr {
+            class: "CommandNotFound",
+            code: "qmp.unknown_command".into(),
+            message: format!("The command {name} has not been found"),
+        });
+    };
+    let negotiated = s.peer.negotiated.load(std::sync::atomic::Ordering::Acquire);
+    if !negotiated && name != "qmp_capabilities" && name != "query-commands" {
+        return Err(QErr {
+            class: "CommandNotFound",
+            code: "qmp.no_capabilities".into(),
+            message: "Expecting capabilities negotiation with 'qmp_capabilities'".into(),
+        });
+    }
+    if !allowed(s.peer.rights, *class) {
+        let need = if *class == Class::Query {
+            "query"
+        } else {
+            "migrate"
+        };
+        return Err(QErr::new(
+            "qmp.access_denied",
+            format!(
+                "uid {} gid {} may not run {name} (it needs the {need} right)",
+                s.uid, s.gid
+            ),
+        ));
+    }
+    handler(s, args)
+}
+
+/// Arguments as a typed struct; unknown or missing members are `qmp.bad_arguments`.
+pub(crate) fn args<T: DeserializeOwned>(a: Map<String, Value>) -> Result<T, QErr> {
+    serde_json::from_value(Value::Object(a)).map_err(|e| bad_args(format!("invalid arguments: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapArgs {
+    #[serde(default)]
+    enable: Vec<String>,
+}
+
+fn capabilities(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    let a: CapArgs = args(a)?;
+    if let Some(c) = a.enable.first() {
+        return Err(QErr::new(
+            "qmp.bad_arguments",
+            format!("Capability '{c}' not available"),
+        ));
+    }
+    if s.peer.negotiated.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(QErr {
+            class: "CommandNotFound",
+            code: "qmp.already_negotiated".into(),
+            message: "Capabilities negotiation is already complete, command ignored".into(),
+        });
+    }
+    Ok(Reply::of(json!({})))
+}
+
+fn no_args(a: Map<String, Value>) -> Result<(), QErr> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct None {}
+    args::<None>(a).map(|_| ())
+}
+
+fn query_commands(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    no_args(a)?;
+    let list: Vec<Value> = COMMANDS
+        .iter()
+        .filter(|(_, c, _)| allowed(s.peer.rights, *c))
+        .map(|(n, _, _)| json!({"name": n}))
+        .collect();
+    Ok(Reply::of(Value::Array(list)))
+}
+
+fn query_version(_: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    no_args(a)?;
+    let v = env!("CARGO_PKG_VERSION");
+    let mut p = v.split('.').map(|x| x.parse::<u64>().unwrap_or(0));
+    Ok(Reply::of(json!({
+        "qemu": {"major": p.next().unwrap_or(0), "minor": p.next().unwrap_or(0), "micro": p.next().unwrap_or(0)},
+        "package": format!("mdevmig {v}"),
+    })))
+}
+
+fn query_devices(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    no_args(a)?;
+    let mut list = crate::sysfs::discover(&s.shared.cfg.sysfs_root);
+    for (name, n) in &s.shared.named {
+        let busy = n.dev.lock().map(|d| d.is_none()).unwrap_or(true);
+        list.push(json!({"name": name, "kind": "configured", "spec": n.spec, "busy": busy}));
+    }
+    Ok(Reply::of(Value::Array(list)))
+}
+
+/// A device an argument names: a configured device (taken while in use, put
+/// back when the lease drops) or a spec opened for this use.
+pub(crate) enum Lease {
+    Named(
+        std::sync::Arc<crate::Shared>,
+        String,
+        Option<Box<dyn MigrationDevice>>,
+    ),
+    Opened(
+        Box<dyn MigrationDevice>,
+        Option<mdevmig_plugin_api::VersionWindow>,
+        String,
+    ),
+}
+
+impl Lease {
+    pub fn dev(&mut self) -> Result<&mut dyn MigrationDevice, QErr> {
+        match self {
+            Lease::Named(_, name, d) => d
+                .as_deref_mut()
+                .map(|d| d as &mut dyn MigrationDevice)
+                .ok_or_else(|| QErr::new("qmp.device_busy", format!("device {name:?} is in use"))),
+            Lease::Opened(d, _, _) => Ok(&mut **d),
+        }
+    }
+
+    /// The device spec (a configured device's, or the one opened).
+    pub fn spec(&self) -> String {
+        match self {
+            Lease::Named(shared, name, _) => {
+                shared.named.get(name).map(|n| n.spec.clone()).unwrap_or_default()
+            }
+            Lease::Opened(_, _, spec) => spec.clone(),
+        }
+    }
+
+    pub fn versions(&self) -> Option<mdevmig_plugin_api::VersionWindow> {
+        match self {
+            Lease::Named(..) => self.spec().parse::<DeviceSpec>().ok().and_then(|s| match s {
+                DeviceSpec::Sim { versions, .. } => versions,
+                _ => None,
+            }),
+            Lease::Opened(_, v, _) => *v,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Lease::Named(shared, name, d) = self {
+            if let (Some(n), Some(dev)) = (shared.named.get(name.as_str()), d.take()) {
+                if let Ok(mut slot) = n.dev.lock() {
+                    *slot = Some(dev);
+                }
+            }
+        }
+    }
+}
+
+/// Takes the device `name` names: a configured device, or a spec to open.
+pub(crate) fn lease(
+    shared: &std::sync::Arc<crate::Shared>,
+    name: &str,
+    registry: &mdevmig::Registry,
+) -> Result<Lease, QErr> {
+    if let Some(n) = shared.named.get(name) {
+        let dev = n.dev.lock().ok().and_then(|mut d| d.take());
+        return match dev {
+            Some(d) => Ok(Lease::Named(
+                std::sync::Arc::clone(shared),
+                name.to_string(),
+                Some(d),
+            )),
+            None => Err(QErr::new(
+                "qmp.device_busy",
+                format!("device {name:?} is in use by a job or region"),
+            )),
+        };
+    }
+    let spec: DeviceSpec = name.parse()?;
+    let (dev, host) = device::open(&spec, registry)?;
+    Ok(Lease::Opened(dev, host.versions, name.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DescribeArgs {
+    device: String,
+    #[serde(default)]
+    allow_opaque: Vec<String>,
+}
+
+fn describe(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    let a: DescribeArgs = args(a)?;
+    let registry = mdevmig::Registry::builtin().allow_opaque(&a.allow_opaque);
+    let mut l = lease(s.shared, &a.device, &registry)?;
+    let versions = l.versions();
+    let d = compat::describe(l.dev()?, &registry, versions)?;
+    Ok(Reply::of(to_json(&d)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckArgs {
+    device: String,
+    source: Value,
+    #[serde(default)]
+    policy: Option<Value>,
+}
+
+fn check(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    let a: CheckArgs = args(a)?;
+    let policy = policy_of(a.policy)?;
+    let source = Descriptor::parse(&a.source.to_string())?;
+    let registry = if policy.allow_opaque.is_empty() {
+        std::sync::Arc::clone(&s.shared.registry)
+    } else {
+        std::sync::Arc::new(mdevmig::Registry::builtin().allow_opaque(&policy.allow_opaque))
+    };
+    let mut l = lease(s.shared, &a.device, &registry)?;
+    let versions = l.versions();
+    let info = l.dev()?.info().clone();
+    drop(l);
+    let load = registry.load_window(&info, versions);
+    let r = compat::check(&source, &info, &registry, load, &policy);
+    Ok(Reply::of(to_json(&r)?))
+}
+
+/// A policy argument: an object in `spec/compat.md`'s policy shape.
+pub(crate) fn policy_of(v: Option<Value>) -> Result<compat::Policy, QErr> {
+    match v {
+        None => Ok(compat::Policy::default()),
+        Some(v @ Value::Object(_)) => Ok(compat::parse_policy(&v.to_string())?),
+        Some(_) => Err(bad_args("policy must be an object")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceArg {
+    device: String,
+}
+
+fn labels(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    let a: DeviceArg = args(a)?;
+    let registry = std::sync::Arc::clone(&s.shared.registry);
+    let mut l = lease(s.shared, &a.device, &registry)?;
+    let versions = l.versions();
+    let d = compat::describe(l.dev()?, &registry, versions)?;
+    Ok(Reply::of(to_json(&compat::labels(&d))?))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, QErr> {
+    serde_json::to_value(v)
+        .map_err(|e| QErr::from(mdevmig::Error::new(mdevmig::Code::Internal, e.to_string())))
+}
+
+fn session_new(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    no_args(a)?;
+    let nonce = mdevmig::auth::new_session_nonce();
+    let limits = &s.shared.cfg.limits;
+    let mut sessions = s
+        .shared
+        .sessions
+        .lock()
+        .map_err(|_| QErr::new("qmp.too_many", "session table poisoned"))?;
+    sessions.retain(|_, t| t.elapsed() < limits.session_ttl);
+    if sessions.len() >= limits.max_sessions {
+        return Err(QErr::new(
+            "qmp.too_many",
+            format!("{} session nonces are outstanding", limits.max_sessions),
+        ));
+    }
+    sessions.insert(nonce, std::time::Instant::now());
+    Ok(Reply::of(
+        json!({"nonce": mdevmig::auth::hex(&nonce), "expires-in": limits.session_ttl.as_secs()}),
+    ))
+}
+
+/// Consumes a nonce this service issued (one use each).
+pub(crate) fn take_session(s: &Session<'_>, hex: &str) -> Result<[u8; 32], QErr> {
+    let nonce = mdevmig::auth::parse_nonce(hex).map_err(|e| bad_args(e.message))?;
+    let ttl = s.shared.cfg.limits.session_ttl;
+    let mut sessions = s
+        .shared
+        .sessions
+        .lock()
+        .map_err(|_| QErr::new("qmp.bad_session", "session table poisoned"))?;
+    match sessions.remove(&nonce) {
+        Some(t) if t.elapsed() < ttl => Ok(nonce),
+        _ => Err(QErr::new(
+            "qmp.bad_session",
+            "the session nonce was not issued by this service with session-new, expired, or was used already",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FdName {
+    fdname: String,
+}
+
+fn getfd(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    let a: FdName = args(a)?;
+    if a.fdname.is_empty() || a.fdname.len() > 64 || a.fdname.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(bad_args(
+            "fdname must be 1 to 64 characters and not start with a digit",
+        ));
+    }
+    let fd = s
+        .received
+        .pop_back()
+        .ok_or_else(|| QErr::new("qmp.no_such_fd", "No file descriptor supplied via SCM_RIGHTS"))?;
+    // As QEMU's getfd: the most recent fd is taken; older unclaimed ones are closed.
+    s.received.clear();
+    s.fds.insert(a.fdname, fd);
+    Ok(Reply::of(json!({})))
+}
+
+fn closefd(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
+    let a: FdName = args(a)?;
+    s.fds
+        .remove(&a.fdname)
+        .map(|_| Reply::of(json!({})))
+        .ok_or_else(|| {
+            QErr::new(
+                "qmp.no_such_fd",
+                format!("File descriptor named '{}' not found", a.fdname),
+            )
+        })
+}
+
+/// Takes a named fd out of the session (the command now owns it).
+pub(crate) fn take_fd(s: &mut Session<'_>, name: &str) -> Result<std::os::fd::OwnedFd, QErr> {
+    s.fds.remove(name).ok_or_else(|| {
+        QErr::new(
+            "qmp.no_such_fd",
+            format!("File descriptor named '{name}' not found"),
+        )
+    })
+}

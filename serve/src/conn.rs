@@ -1,0 +1,423 @@
+//! One client connection: credentials, the greeting, negotiation, reading
+//! messages within limits, received fds, replies and events.
+//!
+//! ```text
+//!   accept -> SO_PEERCRED -> greeting -> capabilities mode
+//!     capabilities mode: only qmp_capabilities (and query-commands) run
+//!     command mode:      every command the peer's rights allow
+//!   EOF, idle or slow message, write timeout, drain -> cleanup:
+//!     running jobs of this connection cancelled (source RUNNING, destination
+//!     reset), regions dropped (the same), fds closed
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags,
+};
+use serde_json::{json, Map, Value};
+
+use crate::errors::QErr;
+use crate::wire::{Frame, Framer};
+use crate::{log, Peer, Rights, Shared};
+
+/// A connection's write side: one writer at a time, bounded by a write timeout.
+pub(crate) struct Writer {
+    stream: Mutex<UnixStream>,
+    dead: AtomicBool,
+}
+
+impl Writer {
+    fn new(stream: UnixStream) -> Self {
+        Writer {
+            stream: Mutex::new(stream),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes one message (and a newline); a failure or timeout closes the
+    /// connection.
+    pub fn send(&self, msg: &Value) {
+        self.send_with_fd(msg, None);
+    }
+
+    /// Writes one message, with `fd` attached (SCM_RIGHTS) when given.
+    pub fn send_with_fd(&self, msg: &Value, fd: Option<BorrowedFd<'_>>) {
+        if self.dead.load(Ordering::Acquire) {
+            return;
+        }
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(b'\n');
+        let Ok(stream) = self.stream.lock() else { return };
+        if write_all(&stream, &bytes, fd).is_err() {
+            self.dead.store(true, Ordering::Release);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Closes the connection (its reader sees the end).
+    pub fn close(&self) {
+        self.dead.store(true, Ordering::Release);
+        if let Ok(s) = self.stream.lock() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn write_all(stream: &UnixStream, mut bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
+    let mut first = true;
+    while !bytes.is_empty() {
+        let fds;
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        if let (true, Some(fd)) = (first, fd) {
+            fds = [fd];
+            anc.push(SendAncillaryMessage::ScmRights(&fds));
+        }
+        let n = rustix::net::sendmsg(
+            stream,
+            &[std::io::IoSlice::new(bytes)],
+            &mut anc,
+            SendFlags::NOSIGNAL,
+        )?;
+        first = false;
+        bytes = bytes.get(n..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// An event message, timestamped as QMP's are.
+pub(crate) fn event(name: &str, data: Value) -> Value {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    json!({
+        "event": name,
+        "data": data,
+        "timestamp": {"seconds": now.as_secs(), "microseconds": now.subsec_micros()},
+    })
+}
+
+/// The greeting: QMP's shape, the broker's version under `qemu` (qmp-shell and
+/// libvirt read it there) and the package name.
+fn greeting() -> Value {
+    let v = env!("CARGO_PKG_VERSION");
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    json!({"QMP": {
+        "version": {
+            "qemu": {"major": parts.next().unwrap_or(0), "minor": parts.next().unwrap_or(0), "micro": parts.next().unwrap_or(0)},
+            "package": format!("mdevmig {v}"),
+        },
+        "capabilities": [],
+    }})
+}
+
+/// Tells a client over the connection limit why it is turned away.
+pub(crate) fn refuse_full(stream: UnixStream, max: usize) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let w = Writer::new(stream);
+    w.send(&greeting());
+    let e = QErr::new("qmp.too_many", format!("the service already has {max} clients"));
+    w.send(&json!({"error": e.to_json()}));
+    log(&format!("refused a connection: {max} clients already"));
+    w.close();
+}
+
+/// What one connection holds between messages.
+pub(crate) struct Session<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub peer: Arc<Peer>,
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+    /// Fds received and not yet named by getfd, oldest first.
+    pub received: VecDeque<OwnedFd>,
+    /// Fds named by getfd.
+    pub fds: HashMap<String, OwnedFd>,
+    pub regions: HashMap<String, crate::regions::Slot>,
+    /// Jobs this connection started (ids).
+    pub jobs: Vec<String>,
+}
+
+impl Session<'_> {
+    pub fn held_fds(&self) -> usize {
+        self.received.len().saturating_add(self.fds.len())
+    }
+
+    pub fn who(&self) -> String {
+        format!(
+            "client {} (uid {}, gid {}, pid {})",
+            self.peer.id, self.uid, self.gid, self.pid
+        )
+    }
+
+    fn busy(&self) -> bool {
+        !self.regions.is_empty() || self.jobs.iter().any(|j| self.shared.jobs.is_running(j))
+    }
+}
+
+/// Serves one connection to its end.
+pub(crate) fn serve(shared: &Arc<Shared>, stream: UnixStream) {
+    let limits = shared.cfg.limits.clone();
+    let cred = match rustix::net::sockopt::socket_peercred(&stream) {
+        Ok(c) => c,
+        Err(e) => {
+            log(&format!("SO_PEERCRED failed, closing the connection: {e}"));
+            return;
+        }
+    };
+    let (uid, gid, pid) = (
+        cred.uid.as_raw(),
+        cred.gid.as_raw(),
+        cred.pid.as_raw_nonzero().get(),
+    );
+    let rights = shared.access.rights(uid, gid);
+    let _ = stream.set_write_timeout(Some(limits.write));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
+    let Ok(reader) = stream.try_clone() else { return };
+    let peer = Arc::new(Peer {
+        id: shared.next_id(),
+        out: Writer::new(stream),
+        rights,
+        negotiated: AtomicBool::new(false),
+    });
+    if let Ok(mut p) = shared.peers.lock() {
+        p.insert(peer.id, Arc::clone(&peer));
+    }
+    let mut s = Session {
+        shared,
+        peer: Arc::clone(&peer),
+        uid,
+        gid,
+        pid,
+        received: VecDeque::new(),
+        fds: HashMap::new(),
+        regions: HashMap::new(),
+        jobs: Vec::new(),
+    };
+    log(&format!(
+        "{} connected: query {}, migrate {}",
+        s.who(),
+        rights.query,
+        rights.migrate
+    ));
+    peer.out.send(&greeting());
+    let why = read_loop(&mut s, &reader, &limits);
+    log(&format!("{} disconnected: {why}", s.who()));
+    cleanup(&mut s);
+    if let Ok(mut p) = shared.peers.lock() {
+        p.remove(&peer.id);
+    }
+    peer.out.close();
+}
+
+fn read_loop(s: &mut Session<'_>, reader: &UnixStream, limits: &crate::Limits) -> String {
+    let mut framer = Framer::new(limits.max_message, limits.max_depth);
+    let mut buf = vec![0u8; 16 << 10];
+    let mut frames = Vec::new();
+    let mut last_activity = Instant::now();
+    let mut message_started: Option<Instant> = None;
+    loop {
+        if s.peer.out.dead.load(Ordering::Acquire) {
+            return "closed".into();
+        }
+        match recv(reader, &mut buf, s) {
+            Ok(0) => return "end of stream".into(),
+            Ok(n) => {
+                last_activity = Instant::now();
+                framer.push(buf.get(..n).unwrap_or_default(), &mut frames);
+                for f in frames.drain(..) {
+                    handle_frame(s, f);
+                }
+                message_started = match (framer.in_message(), message_started) {
+                    (true, None) => Some(Instant::now()),
+                    (true, started) => started,
+                    (false, _) => None,
+                };
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return format!("read failed: {e}"),
+        }
+        if let Some(t) = message_started {
+            if t.elapsed() > limits.message {
+                timeout(s, "a message was not completed in time");
+                return format!("slow client: a message took over {:?}", limits.message);
+            }
+        }
+        if last_activity.elapsed() > limits.idle && !s.busy() {
+            timeout(s, "the connection was idle");
+            return format!("idle for {:?}", limits.idle);
+        }
+    }
+}
+
+fn timeout(s: &Session<'_>, what: &str) {
+    let e = QErr::new("qmp.too_many", format!("{what}; closing the connection"));
+    s.peer.out.send(&json!({"error": e.to_json()}));
+}
+
+/// One recvmsg: data into `buf`, fds onto the session's received list (fds past
+/// the connection's limit are closed and reported).
+fn recv(reader: &UnixStream, buf: &mut [u8], s: &mut Session<'_>) -> std::io::Result<usize> {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        reader,
+        &mut [IoSliceMut::new(buf)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut dropped = 0usize;
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                if s.held_fds() < s.shared.cfg.limits.max_fds_per_client {
+                    s.received.push_back(fd);
+                } else {
+                    dropped = dropped.saturating_add(1);
+                }
+            }
+        }
+    }
+    if dropped > 0 || msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        log(&format!(
+            "{}: closed fds past its limit of {}",
+            s.who(),
+            s.shared.cfg.limits.max_fds_per_client
+        ));
+        let e = QErr::new(
+            "qmp.too_many",
+            format!(
+                "fds past this connection's limit of {} were closed",
+                s.shared.cfg.limits.max_fds_per_client
+            ),
+        );
+        s.peer.out.send(&json!({"error": e.to_json()}));
+    }
+    Ok(msg.bytes)
+}
+
+fn handle_frame(s: &mut Session<'_>, f: Frame) {
+    let bytes = match f {
+        Frame::Message(b) => b,
+        Frame::Malformed(code, msg) => {
+            s.peer.out.send(&json!({"error": QErr::new(code, msg).to_json()}));
+            return;
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            let e = QErr::new("qmp.bad_json", format!("JSON parse error: {e}"));
+            s.peer.out.send(&json!({"error": e.to_json()}));
+            return;
+        }
+    };
+    let Value::Object(obj) = value else {
+        let e = QErr::new("qmp.bad_json", "JSON parse error: expected an object");
+        s.peer.out.send(&json!({"error": e.to_json()}));
+        return;
+    };
+    let id = obj.get("id").cloned();
+    let (reply, fd) = match parse_command(&obj) {
+        Ok((name, args)) => match crate::commands::run(s, name, args) {
+            Ok(r) => (json!({"return": r.value}), r.fd),
+            Err(e) => {
+                if e.code == "qmp.access_denied" {
+                    log(&format!("{}: refused {name:?}: {}", s.who(), e.message));
+                }
+                (json!({"error": e.to_json()}), None)
+            }
+        },
+        Err(e) => (json!({"error": e.to_json()}), None),
+    };
+    let mut reply = reply;
+    if let (Some(id), Some(o)) = (id, reply.as_object_mut()) {
+        o.insert("id".into(), id);
+    }
+    s.peer.out.send_with_fd(&reply, fd.as_ref().map(|f| f.as_fd()));
+}
+
+fn parse_command(obj: &Map<String, Value>) -> Result<(&str, Map<String, Value>), QErr> {
+    if obj.contains_key("exec-oob") {
+        return Err(QErr::new(
+            "qmp.bad_message",
+            "out-of-band execution is not offered (no 'oob' capability)",
+        ));
+    }
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "execute" | "arguments" | "id") {
+            return Err(QErr::new(
+                "qmp.bad_message",
+                format!("QMP input member '{k}' is unexpected"),
+            ));
+        }
+    }
+    let name = match obj.get("execute") {
+        Some(Value::String(n)) => n.as_str(),
+        Some(_) => {
+            return Err(QErr::new(
+                "qmp.bad_message",
+                "QMP input member 'execute' must be a string",
+            ))
+        }
+        None => return Err(QErr::new("qmp.bad_message", "QMP input lacks member 'execute'")),
+    };
+    let args = match obj.get("arguments") {
+        None => Map::new(),
+        Some(Value::Object(a)) => a.clone(),
+        Some(_) => {
+            return Err(QErr::new(
+                "qmp.bad_message",
+                "QMP input member 'arguments' must be an object",
+            ))
+        }
+    };
+    Ok((name, args))
+}
+
+/// A connection's end: its running jobs are cancelled and waited for, its
+/// regions dropped (which abandons their migrations), its fds closed.
+fn cleanup(s: &mut Session<'_>) {
+    for id in std::mem::take(&mut s.jobs) {
+        if s.shared.jobs.cancel_if_running(s.shared, &id) {
+            log(&format!("{}: went away; cancelling its job {id:?}", s.who()));
+            s.shared.jobs.wait(&id);
+        }
+    }
+    let who = s.who();
+    for (id, slot) in s.regions.drain() {
+        log(&format!("{who}: went away; abandoning region {id:?}"));
+        drop(slot);
+    }
+    s.received.clear();
+    s.fds.clear();
+}
+
+/// What a command answers: its return value, and an fd to pass with it.
+pub(crate) struct Reply {
+    pub value: Value,
+    pub fd: Option<OwnedFd>,
+}
+
+impl Reply {
+    pub fn of(value: Value) -> Self {
+        Reply { value, fd: None }
+    }
+}
+
+/// Whether a right covers a command class.
+pub(crate) fn allowed(rights: Rights, class: crate::commands::Class) -> bool {
+    match class {
+        crate::commands::Class::Always => true,
+        crate::commands::Class::Query => rights.query,
+        crate::commands::Class::Migrate => rights.migrate,
+    }
+}
