@@ -198,10 +198,7 @@ impl Lease {
 
     pub fn versions(&self) -> Option<mdevmig_plugin_api::VersionWindow> {
         match self {
-            Lease::Named(..) => self.spec().parse::<DeviceSpec>().ok().and_then(|s| match s {
-                DeviceSpec::Sim { versions, .. } => versions,
-                _ => None,
-            }),
+            Lease::Named(shared, name, _) => shared.named.get(name).and_then(|n| n.versions),
             Lease::Opened(_, v, _) => *v,
         }
     }
@@ -240,8 +237,41 @@ pub(crate) fn lease(
         };
     }
     let spec: DeviceSpec = name.parse()?;
+    confine(shared, &spec)?;
     let (dev, host) = device::open(&spec, registry)?;
     Ok(Lease::Opened(dev, host.versions, name.to_string()))
+}
+
+/// A client's `file:` device must be an image in the state directory's
+/// `files/`: the service may run as root, and a client must not make it read or
+/// write any other path. Devices configured with `--device` are the operator's
+/// choice and are not confined.
+pub(crate) fn confine(shared: &crate::Shared, spec: &DeviceSpec) -> Result<(), QErr> {
+    let DeviceSpec::File { path, .. } = spec else {
+        return Ok(());
+    };
+    let files = shared.cfg.state_dir.join("files");
+    let inside = path
+        .parent()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .zip(std::fs::canonicalize(&files).ok())
+        .is_some_and(|(p, f)| p == f);
+    let plain = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        !n.starts_with('.')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    if inside && plain {
+        return Ok(());
+    }
+    Err(QErr::new(
+        "qmp.bad_path",
+        format!(
+            "{}: a client's file: device must be a plain name in {}",
+            path.display(),
+            files.display()
+        ),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -254,6 +284,9 @@ struct DescribeArgs {
 
 fn describe(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: DescribeArgs = args(a)?;
+    if let (Some(n), true) = (s.shared.named.get(&a.device), a.allow_opaque.is_empty()) {
+        return Ok(Reply::of(to_json(&n.descriptor)?));
+    }
     let registry = mdevmig::Registry::builtin().allow_opaque(&a.allow_opaque);
     let mut l = lease(s.shared, &a.device, &registry)?;
     let versions = l.versions();
@@ -279,10 +312,13 @@ fn check(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     } else {
         std::sync::Arc::new(mdevmig::Registry::builtin().allow_opaque(&policy.allow_opaque))
     };
-    let mut l = lease(s.shared, &a.device, &registry)?;
-    let versions = l.versions();
-    let info = l.dev()?.info().clone();
-    drop(l);
+    let (info, versions) = match s.shared.named.get(&a.device) {
+        Some(n) => (n.info.clone(), n.versions),
+        None => {
+            let mut l = lease(s.shared, &a.device, &registry)?;
+            (l.dev()?.info().clone(), l.versions())
+        }
+    };
     let load = registry.load_window(&info, versions);
     let r = compat::check(&source, &info, &registry, load, &policy);
     Ok(Reply::of(to_json(&r)?))
@@ -305,6 +341,9 @@ struct DeviceArg {
 
 fn labels(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: DeviceArg = args(a)?;
+    if let Some(n) = s.shared.named.get(&a.device) {
+        return Ok(Reply::of(to_json(&compat::labels(&n.descriptor))?));
+    }
     let registry = std::sync::Arc::clone(&s.shared.registry);
     let mut l = lease(s.shared, &a.device, &registry)?;
     let versions = l.versions();

@@ -14,8 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::net::{
@@ -28,45 +28,136 @@ use crate::errors::QErr;
 use crate::wire::{Frame, Framer};
 use crate::{log, Peer, Rights, Shared};
 
-/// A connection's write side: one writer at a time, bounded by a write timeout.
+/// A connection's write side: replies and events wait in a bounded queue that
+/// the connection's writer thread drains, so a client that does not read slows
+/// nobody else. Past the queue's bounds, or a write that times out, the
+/// connection is closed.
 pub(crate) struct Writer {
-    stream: Mutex<UnixStream>,
-    dead: AtomicBool,
+    q: Mutex<Queue>,
+    cv: Condvar,
+    stream: UnixStream,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+#[derive(Default)]
+struct Queue {
+    msgs: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
+    bytes: usize,
+    /// No more messages: the writer thread flushes what is queued and ends.
+    closing: bool,
+    /// The connection failed: nothing more is written.
+    dead: bool,
+}
+
+/// Messages a connection may have waiting to be written.
+const MAX_QUEUED: usize = 4096;
+/// Bytes a connection may have waiting to be written.
+const MAX_QUEUED_BYTES: usize = 16 << 20;
+
 impl Writer {
-    fn new(stream: UnixStream) -> Self {
-        Writer {
-            stream: Mutex::new(stream),
-            dead: AtomicBool::new(false),
+    fn new(stream: UnixStream) -> Arc<Self> {
+        let w = Arc::new(Writer {
+            q: Mutex::new(Queue::default()),
+            cv: Condvar::new(),
+            stream,
+            thread: Mutex::new(None),
+        });
+        let me = Arc::clone(&w);
+        let t = std::thread::Builder::new()
+            .name("qmp-write".into())
+            .spawn(move || me.drain());
+        match t {
+            Ok(t) => {
+                if let Ok(mut slot) = w.thread.lock() {
+                    *slot = Some(t);
+                }
+            }
+            Err(_) => w.kill(),
+        }
+        w
+    }
+
+    fn drain(&self) {
+        loop {
+            let (bytes, fd) = {
+                let Ok(mut q) = self.q.lock() else { return };
+                loop {
+                    if q.dead {
+                        return;
+                    }
+                    if let Some(m) = q.msgs.pop_front() {
+                        q.bytes = q.bytes.saturating_sub(m.0.len());
+                        break m;
+                    }
+                    if q.closing {
+                        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    q = match self.cv.wait(q) {
+                        Ok(q) => q,
+                        Err(_) => return,
+                    };
+                }
+            };
+            if write_all(&self.stream, &bytes, fd.as_ref().map(|f| f.as_fd())).is_err() {
+                self.kill();
+                return;
+            }
         }
     }
 
-    /// Writes one message (and a newline); a failure or timeout closes the
-    /// connection.
+    /// True once the connection failed or was closed.
+    pub fn is_dead(&self) -> bool {
+        self.q.lock().map(|q| q.dead).unwrap_or(true)
+    }
+
+    /// Queues one message (and a newline).
     pub fn send(&self, msg: &Value) {
         self.send_with_fd(msg, None);
     }
 
-    /// Writes one message, with `fd` attached (SCM_RIGHTS) when given.
-    pub fn send_with_fd(&self, msg: &Value, fd: Option<BorrowedFd<'_>>) {
-        if self.dead.load(Ordering::Acquire) {
-            return;
-        }
+    /// Queues one message with `fd` attached (SCM_RIGHTS) to its first byte.
+    pub fn send_with_fd(&self, msg: &Value, fd: Option<OwnedFd>) {
         let mut bytes = msg.to_string().into_bytes();
         bytes.push(b'\n');
-        let Ok(stream) = self.stream.lock() else { return };
-        if write_all(&stream, &bytes, fd).is_err() {
-            self.dead.store(true, Ordering::Release);
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+        let Ok(mut q) = self.q.lock() else { return };
+        if q.dead || q.closing {
+            return;
         }
+        if q.msgs.len() >= MAX_QUEUED || q.bytes.saturating_add(bytes.len()) > MAX_QUEUED_BYTES {
+            drop(q);
+            log("a client does not read its replies and events: closing it");
+            self.kill();
+            return;
+        }
+        q.bytes = q.bytes.saturating_add(bytes.len());
+        q.msgs.push_back((bytes, fd));
+        self.cv.notify_all();
     }
 
-    /// Closes the connection (its reader sees the end).
+    /// Closes the connection after what is queued is written.
     pub fn close(&self) {
-        self.dead.store(true, Ordering::Release);
-        if let Ok(s) = self.stream.lock() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+        if let Ok(mut q) = self.q.lock() {
+            q.closing = true;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Closes the connection now, dropping what is queued.
+    pub fn kill(&self) {
+        if let Ok(mut q) = self.q.lock() {
+            q.dead = true;
+            q.msgs.clear();
+        }
+        self.cv.notify_all();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Waits for the writer thread (after [`Writer::close`] or [`Writer::kill`]).
+    pub fn join(&self) {
+        let t = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = t {
+            let _ = t.join();
         }
     }
 }
@@ -120,12 +211,16 @@ fn greeting() -> Value {
 /// Tells a client over the connection limit why it is turned away.
 pub(crate) fn refuse_full(stream: UnixStream, max: usize) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let w = Writer::new(stream);
-    w.send(&greeting());
     let e = QErr::new("qmp.too_many", format!("the service already has {max} clients"));
-    w.send(&json!({"error": e.to_json()}));
+    for m in [greeting(), json!({"error": e.to_json()})] {
+        let mut bytes = m.to_string().into_bytes();
+        bytes.push(b'\n');
+        if write_all(&stream, &bytes, None).is_err() {
+            break;
+        }
+    }
     log(&format!("refused a connection: {max} clients already"));
-    w.close();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// What one connection holds between messages.
@@ -214,6 +309,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, stream: UnixStream) {
         p.remove(&peer.id);
     }
     peer.out.close();
+    peer.out.join();
 }
 
 fn read_loop(s: &mut Session<'_>, reader: &UnixStream, limits: &crate::Limits) -> String {
@@ -223,7 +319,7 @@ fn read_loop(s: &mut Session<'_>, reader: &UnixStream, limits: &crate::Limits) -
     let mut last_activity = Instant::now();
     let mut message_started: Option<Instant> = None;
     loop {
-        if s.peer.out.dead.load(Ordering::Acquire) {
+        if s.peer.out.is_dead() {
             return "closed".into();
         }
         match recv(reader, &mut buf, s) {
@@ -342,7 +438,7 @@ fn handle_frame(s: &mut Session<'_>, f: Frame) {
     if let (Some(id), Some(o)) = (id, reply.as_object_mut()) {
         o.insert("id".into(), id);
     }
-    s.peer.out.send_with_fd(&reply, fd.as_ref().map(|f| f.as_fd()));
+    s.peer.out.send_with_fd(&reply, fd);
 }
 
 fn parse_command(obj: &Map<String, Value>) -> Result<(&str, Map<String, Value>), QErr> {

@@ -54,6 +54,11 @@ use mdevmig::{Code, Error, Registry, Result, SigningKeyPair, TrustStore};
 pub use access::{AccessPolicy, Rights};
 pub use errors::CODES;
 
+/// The names of every command the service has.
+pub fn command_names() -> Vec<&'static str> {
+    commands::COMMANDS.iter().map(|(n, _, _)| *n).collect()
+}
+
 /// Limits that keep one client, or many, from exhausting the service.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -169,12 +174,18 @@ impl Config {
 pub(crate) struct Named {
     pub spec: String,
     pub dev: Mutex<Option<Box<dyn MigrationDevice>>>,
+    /// Its descriptor, taken at start: describe, check and labels answer from it
+    /// without waiting for a job that holds the device.
+    pub descriptor: mdevmig::compat::Descriptor,
+    /// Its identity and the version window its host is pinned to.
+    pub info: mdevmig_plugin_api::DeviceInfo,
+    pub versions: Option<mdevmig_plugin_api::VersionWindow>,
 }
 
 /// A connection's write side, shared with jobs that send it events.
 pub(crate) struct Peer {
     pub id: u64,
-    pub out: conn::Writer,
+    pub out: Arc<conn::Writer>,
     pub rights: Rights,
     pub negotiated: AtomicBool,
 }
@@ -256,12 +267,16 @@ impl Server {
         journal::recover(&cfg.state_dir, &registry);
         let mut named = BTreeMap::new();
         for (name, spec) in &cfg.devices {
-            let (dev, _) = mdevmig::device::open(&spec.parse()?, &registry)?;
+            let (dev, host) = mdevmig::device::open(&spec.parse()?, &registry)?;
+            let descriptor = mdevmig::compat::describe(&*dev, &registry, host.versions)?;
             named.insert(
                 name.clone(),
                 Named {
                     spec: spec.clone(),
+                    info: dev.info().clone(),
                     dev: Mutex::new(Some(dev)),
+                    descriptor,
+                    versions: host.versions,
                 },
             );
         }

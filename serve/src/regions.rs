@@ -158,6 +158,7 @@ pub(crate) fn open(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
     }
     let cfg = config(s, &a.common)?;
     let spec: DeviceSpec = a.device.parse()?;
+    crate::commands::confine(s.shared, &spec)?;
     let (dev, _) = device::open(&spec, &s.shared.registry)?;
     opened(s, a.common.id, MigrationRegion::new(dev, cfg), a.device)
 }
