@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 targets=(envelope_header stream_reader policy plugin_mtty plugin_hisi_acc plugin_simgpu
-    stream_reader_streamed xe_validator_splits sha2x_differential)
+    stream_reader_streamed xe_validator_splits sha2x_differential qmp_framer)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
 done

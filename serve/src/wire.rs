@@ -249,3 +249,34 @@ mod tests {
         assert!(f.in_message());
     }
 }
+
+/// The body of the `qmp_framer` fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Frame, Framer};
+
+    /// Feeds `data[1..]` whole and again in pieces of `data[0] % 17 + 1` bytes:
+    /// both give the same frames; every message starts with `{`, is within the
+    /// size limit, and parses (or fails to parse) as JSON without panicking.
+    pub fn framer(data: &[u8]) {
+        let Some((&split, body)) = data.split_first() else {
+            return;
+        };
+        let (max_len, depth) = (512, 8);
+        let mut whole = Vec::new();
+        Framer::new(max_len, depth).push(body, &mut whole);
+        let mut pieces = Vec::new();
+        let mut f = Framer::new(max_len, depth);
+        for chunk in body.chunks(usize::from(split % 17).saturating_add(1)) {
+            f.push(chunk, &mut pieces);
+        }
+        assert_eq!(whole, pieces, "framing depends on how the bytes were split");
+        for frame in &whole {
+            if let Frame::Message(m) = frame {
+                assert_eq!(m.first(), Some(&b'{'));
+                assert!(m.len() <= max_len);
+                let _ = serde_json::from_slice::<serde_json::Value>(m);
+            }
+        }
+    }
+}
