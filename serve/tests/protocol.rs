@@ -486,3 +486,62 @@ fn getfd_names_the_latest_fd_and_a_used_name_is_gone() {
     );
     assert_eq!(c.err("closefd", json!({"fdname": "out"})).1, "qmp.no_such_fd");
 }
+
+#[test]
+fn query_devices_lists_mdevs_vfio_functions_and_configured_devices() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let uuid = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
+    let dev = r.join("devices/virtual/mtty/mtty").join(uuid);
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::create_dir_all(r.join("devices/virtual/mtty/mtty/mdev_supported_types/mtty-2")).unwrap();
+    std::os::unix::fs::symlink(
+        r.join("devices/virtual/mtty/mtty/mdev_supported_types/mtty-2"),
+        dev.join("mdev_type"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(r.join("bus/mdev/devices")).unwrap();
+    std::os::unix::fs::symlink(&dev, r.join("bus/mdev/devices").join(uuid)).unwrap();
+    for (bdf, driver) in [("0000:03:00.1", "mlx5_vfio_pci"), ("0000:00:02.0", "i915")] {
+        let d = r.join("bus/pci/devices").join(bdf);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir_all(r.join("bus/pci/drivers").join(driver)).unwrap();
+        std::os::unix::fs::symlink(r.join("bus/pci/drivers").join(driver), d.join("driver")).unwrap();
+        std::fs::write(d.join("vendor"), "0x15b3\n").unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(Listen::Path(dir.path().join("s.sock")), dir.path().join("state"));
+    cfg.sysfs_root = r.to_path_buf();
+    cfg.devices = vec![("gpu0".into(), "sim:simgpu/vgpu-64m".into())];
+    let server = Server::bind(cfg).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = Arc::clone(&stop);
+    let t = std::thread::spawn(move || server.serve(&s2).unwrap());
+    let s = UnixStream::connect(dir.path().join("s.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut c = Client {
+        r: BufReader::new(s.try_clone().unwrap()),
+        w: s,
+        events: Vec::new(),
+        next: 0,
+    };
+    c.line();
+    c.ok("qmp_capabilities", json!({}));
+    let list = c.ok("query-devices", json!({}));
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert_eq!(list[0]["kind"], "mdev");
+    assert_eq!(list[0]["spec"], format!("vfio:{uuid}"));
+    assert_eq!(list[0]["mdev_type"], "mtty-2");
+    assert_eq!(list[0]["parent"], "mtty");
+    assert_eq!(list[1]["kind"], "vfio-pci");
+    assert_eq!(list[1]["driver"], "mlx5_vfio_pci");
+    assert_eq!(list[1]["vendor_id"], "0x15b3");
+    assert_eq!(
+        list[2],
+        json!({"kind": "configured", "name": "gpu0", "spec": "sim:simgpu/vgpu-64m", "busy": false})
+    );
+    stop.store(true, Ordering::Release);
+    drop(c);
+    t.join().unwrap();
+}
