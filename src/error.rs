@@ -67,6 +67,7 @@ codes! {
     SectionLengthMismatch = "format.section_length_mismatch", "a streamed section's end record states another length than the bytes its chunks carried";
     BadKeyFile = "format.bad_key_file", "a key file is not an ed25519 PKCS#8 or SubjectPublicKeyInfo PEM";
     BadDescriptor = "format.bad_descriptor", "a descriptor or policy document is malformed";
+    BadSchema = "format.bad_schema", "a plugin schema dump is malformed or has a schema_format this build does not read";
 
     // limit: a declared size is past a documented cap.
     HeaderTooLarge = "limit.header_too_large", "header_len is above the 8192-byte cap";
@@ -106,6 +107,7 @@ codes! {
     SectionVersion = "compat.section_version", "a section's version is not the one the destination understands for this state version (newer, or older)";
     CannotConvert = "compat.cannot_convert", "the source cannot produce a state version the destination accepts";
     LiveUnsupported = "compat.live_unsupported", "the migration is possible only offline, not live";
+    BreakingChange = "compat.breaking_change", "a plugin schema differs from the previous release's in a way that breaks migrating state between them (schema diff)";
 
     // vendor: plugin-level problems that are not the plugin's own codes.
     Framing = "vendor.framing", "the raw device stream's section framing is not what the plugin expects";

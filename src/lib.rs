@@ -75,6 +75,7 @@ mod error;
 pub mod fsutil;
 pub mod plugins;
 pub mod sandbox;
+pub mod schema;
 
 pub use error::{Code, Error, Group, Result};
 

@@ -15,6 +15,8 @@ pub mod live;
 pub mod migrate;
 pub mod output;
 mod plugins;
+mod schema;
+mod serve;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -303,9 +305,18 @@ enum Command {
     },
     /// List the built-in vendor plugins: device types, version windows, stream shape.
     Plugins,
+    /// Plugin schemas: dump this build's, or diff two releases' (exit 3 when a
+    /// change breaks migrating state between them).
+    Schema {
+        #[command(subcommand)]
+        cmd: schema::SchemaCmd,
+    },
     /// Issue a fresh session nonce (64 hex digits) for a live migration: the
     /// destination passes it to `restore --session`, the source to `save --session`.
     Session,
+    /// Serve QMP on a Unix socket: pre-checks, save and restore jobs with events,
+    /// and the migration region over passed VFIO fds, for management stacks.
+    Serve(Box<serve::ServeArgs>),
     /// Run a whole migration on simulated devices and explain each step.
     Demo {
         /// Framebuffer size of the simulated vGPU.
@@ -626,12 +637,14 @@ fn run(cmd: Command, out: Out) -> std::result::Result<(), Fail> {
             out,
         )?),
         Command::Plugins => Ok(plugins::run(out)?),
+        Command::Schema { cmd } => schema::run(cmd, out),
         Command::Session => {
             let hex = mdevmig::auth::hex(&mdevmig::auth::new_session_nonce());
             out.ok(&hex, json!({"session": hex}));
             Ok(())
         }
         Command::Demo { device_type } => Ok(demo::run(&device_type, out)?),
+        Command::Serve(args) => Ok(serve::run(*args)?),
     }
 }
 

@@ -147,6 +147,23 @@ pub struct SectionLayout {
     pub len: u64,
 }
 
+/// One record type of a [`SectionKind::Records`] section, as a plugin declares it
+/// for a state version ([`VendorPlugin::record_types`]): what `mdevmig schema
+/// dump` reports and `mdevmig schema diff` compares between releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTypeSpec {
+    /// The type's code as the record header carries it (Xe's packet `type`, mlx5's
+    /// `tag`).
+    pub code: u64,
+    /// A stable name for people (`descriptor`, `vram`).
+    pub name: String,
+    /// The stream marks records of this type optional (mlx5's `TAG_OPTIONAL`), so a
+    /// destination that does not know the type skips them ([`records`]'s rule);
+    /// `false`: a destination that does not know the type refuses the stream, and
+    /// the plugin's own validator refuses a stream that lacks it.
+    pub optional: bool,
+}
+
 /// A device instance as a plugin sees it: what must match between source and
 /// destination, and what the host offers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -270,6 +287,27 @@ pub trait VendorPlugin: Send + Sync {
                 spec.name
             ),
         ))
+    }
+
+    /// The record types a [`SectionKind::Records`] section `section` of a state of
+    /// `version` for `device` carries, in any order: exactly the types its
+    /// [`RecordValidator`] accepts. The default declares none (a plugin without
+    /// record sections). `mdevmig schema diff` flags a new mandatory type in an
+    /// existing state version: destinations of the previous release refuse it.
+    fn record_types(&self, device: &DeviceInfo, version: u32, section: &SectionSpec) -> Vec<RecordTypeSpec> {
+        let _ = (device, version, section);
+        Vec::new()
+    }
+
+    /// The configurations of `device_type` whose state a schema dump covers, each
+    /// as the attributes given to [`VendorPlugin::configure`] (which fills in the
+    /// rest). The default is the default configuration only (no attribute given);
+    /// a plugin whose sections, bounds or conversions depend on an attribute lists
+    /// one configuration per value that changes them, and a plugin whose type has
+    /// attributes without a default lists a configuration that gives them.
+    fn schema_configurations(&self, device_type: &str) -> Vec<BTreeMap<String, String>> {
+        let _ = device_type;
+        vec![BTreeMap::new()]
     }
 
     /// Plans converting a state of version `from` into version `to`, section by

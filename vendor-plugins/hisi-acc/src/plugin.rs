@@ -225,6 +225,17 @@ impl VendorPlugin for HisiAccPlugin {
         destination_for(device_type, attributes).map(|d| normalized_attributes(&d))
     }
 
+    /// `qp_num` and `que_iso_cfg` have no default, so the schema dump's one
+    /// configuration gives them (a VF of 64 queue pairs, isolation 0x1); the
+    /// section does not depend on their values.
+    fn schema_configurations(&self, device_type: &str) -> Vec<BTreeMap<String, String>> {
+        let _ = device_type;
+        vec![BTreeMap::from([
+            (ATTR_QP_NUM.to_owned(), "64".to_owned()),
+            (ATTR_QUE_ISO_CFG.to_owned(), "0x1".to_owned()),
+        ])]
+    }
+
     fn sections(&self, device: &DeviceInfo, version: u32) -> Result<Vec<SectionSpec>, VendorError> {
         known_type(&device.device_type)?;
         let v = supported_version(version)?;

@@ -240,6 +240,28 @@ impl VendorPlugin for SimGpuPlugin {
         }
     }
 
+    /// The configurations whose sections or conversions differ: `encoder` adds
+    /// `simgpu.encoder` (with its capability), `ctx3=on` refuses down-conversion
+    /// past version 3 (`heads` changes neither).
+    fn schema_configurations(&self, device_type: &str) -> Vec<BTreeMap<String, String>> {
+        let _ = device_type;
+        let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        vec![
+            set(&[]),
+            set(&[(crate::types::ATTR_ENCODER, "on")]),
+            set(&[(crate::types::ATTR_CTX3, "on")]),
+            set(&[
+                (crate::types::ATTR_CTX3, "on"),
+                (crate::types::ATTR_ENCODER, "on"),
+            ]),
+        ]
+    }
+
     fn convert(
         &self,
         device: &DeviceInfo,

@@ -7,16 +7,25 @@
 //! maximum (VRAM in chunks, GuC at 8 MiB per GT), twice the VRAM in re-sends with a
 //! header per re-sent page, and the trailer. The destination validates it with
 //! [`StreamValidator`] as it streams.
+//!
+//! Its record types ([`VendorPlugin::record_types`]) are the six packet types the
+//! driver defines (`xe_sriov_packet_types.h`), all mandatory: Xe headers have no
+//! optional flag, so a destination refuses a type it does not know, and the
+//! validator refuses a stream without a descriptor, a trailer, or any GT's GuC
+//! and MMIO or tile's GGTT and VRAM. The schema dump covers the four layouts the
+//! bound depends on: `tiles` 1 or 2, `gts` 1 or 2 (`devid` and `revid` change
+//! only the descriptor's content).
 
 use std::collections::BTreeMap;
 
 use mdevmig_plugin_api::sim::SimModel;
 use mdevmig_plugin_api::{
-    DeviceInfo, RecordValidator, SectionKind, SectionLayout, SectionSpec, SimOptions, SimProvider,
-    VendorError, VendorPlugin, VersionWindow,
+    DeviceInfo, RecordTypeSpec, RecordValidator, SectionKind, SectionLayout, SectionSpec, SimOptions,
+    SimProvider, VendorError, VendorPlugin, VersionWindow,
 };
 
 use crate::codes;
+use crate::format::PacketType;
 use crate::profile::{self, device_config, xe_type, Config, XeType, DEVICE_TYPES};
 use crate::sim::XeModel;
 use crate::validate::StreamValidator;
@@ -149,6 +158,42 @@ impl VendorPlugin for XePlugin {
         Self::check_section(spec)?;
         let config = device_config(device)?;
         Ok(Box::new(StreamValidator::new(&config)))
+    }
+
+    fn record_types(&self, device: &DeviceInfo, version: u32, section: &SectionSpec) -> Vec<RecordTypeSpec> {
+        let known = Self::check_section(section).is_ok()
+            && Self::check_version(version).is_ok()
+            && device_config(device).is_ok();
+        if !known {
+            return Vec::new();
+        }
+        // The validator's own test of a type ([`PacketType::is_known`]), over
+        // every value the header's type byte can hold.
+        (0..=u8::MAX)
+            .map(PacketType)
+            .filter(|t| t.is_known())
+            .map(|t| RecordTypeSpec {
+                code: u64::from(t.0),
+                name: t.to_string(),
+                optional: false,
+            })
+            .collect()
+    }
+
+    fn schema_configurations(&self, device_type: &str) -> Vec<BTreeMap<String, String>> {
+        let _ = device_type;
+        let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        vec![
+            set(&[]),
+            set(&[(profile::ATTR_GTS, "1")]),
+            set(&[(profile::ATTR_TILES, "2")]),
+            set(&[(profile::ATTR_TILES, "2"), (profile::ATTR_GTS, "1")]),
+        ]
     }
 }
 
