@@ -13,3 +13,13 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The QMP service's tests and qmp-shell use the real client (serve/tests/qmp.sh).
+if ! python3 -c 'import qemu.qmp' >/dev/null 2>&1; then
+    echo "setup: installing qemu.qmp 0.0.6"
+    python3 -m pip --version >/dev/null 2>&1 || {
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    }
+    python3 -m pip install --quiet qemu.qmp==0.0.6 \
+        || python3 -m pip install --quiet --break-system-packages qemu.qmp==0.0.6
+fi

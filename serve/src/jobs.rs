@@ -47,8 +47,10 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// Created, running or aborting: not yet concluded. The status alone
+    /// decides, under its lock, so a command racing the job's end sees one answer.
     fn is_running(&self) -> bool {
-        !self.done_flag.lock().map(|d| *d).unwrap_or(true)
+        matches!(self.status(), "created" | "running" | "aborting")
     }
 
     fn status(&self) -> &'static str {
@@ -109,19 +111,14 @@ impl Jobs {
     /// Cancels a running job; false when it is not running.
     pub fn cancel_if_running(&self, shared: &Shared, id: &str) -> bool {
         match self.get(id) {
-            Some(j) if j.is_running() => {
-                request_cancel(shared, &j);
-                true
-            }
-            _ => false,
+            Some(j) => request_cancel(shared, &j),
+            None => false,
         }
     }
 
     pub fn cancel_all(&self, shared: &Shared) {
         for j in self.all() {
-            if j.is_running() {
-                request_cancel(shared, &j);
-            }
+            request_cancel(shared, &j);
         }
     }
 
@@ -144,18 +141,33 @@ impl Jobs {
 
 /// Asks a running job to stop: its next read or write fails, and the broker
 /// puts the device back.
-fn request_cancel(shared: &Shared, job: &Job) {
-    if !job.cancel.swap(true, Ordering::AcqRel) {
-        set_status(shared, job, "aborting");
-    }
+/// False when the job is not created or running (concluded already, or
+/// aborting).
+fn request_cancel(shared: &Shared, job: &Job) -> bool {
+    move_status(shared, job, &["created", "running"], "aborting", || {
+        job.cancel.store(true, Ordering::Release)
+    })
 }
 
 /// Sets a job's status and tells the clients.
 fn set_status(shared: &Shared, job: &Job, status: &'static str) {
-    if let Ok(mut s) = job.status.lock() {
-        *s = status;
+    move_status(shared, job, &[], status, || {});
+}
+
+/// Moves a job to `to` if its status is one of `from` (any, when `from` is
+/// empty), sending the event and then running `also` under the status lock, so
+/// events leave in the order the changes happened. False when it did not move.
+fn move_status(shared: &Shared, job: &Job, from: &[&str], to: &'static str, also: impl FnOnce()) -> bool {
+    let Ok(mut s) = job.status.lock() else {
+        return false;
+    };
+    if !from.is_empty() && !from.contains(&*s) {
+        return false;
     }
-    shared.broadcast("JOB_STATUS_CHANGE", json!({"id": job.id, "status": status}));
+    *s = to;
+    shared.broadcast("JOB_STATUS_CHANGE", json!({"id": job.id, "status": to}));
+    also();
+    true
 }
 
 /// Counts a job's bytes, sends progress events, and fails the I/O once the job
@@ -431,9 +443,10 @@ pub(crate) fn restore(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
         .ok_or_else(|| QErr::new("qmp.no_key", "the service has no trust store (--trust)"))?;
     let id = job_id(s, a.job_id.clone())?;
     let policy = policy_of(a.policy)?;
-    let session = a.session.as_deref().map(|n| take_session(s, n)).transpose()?;
     let (input, total) = open_input(s, &a.target)?;
     let lease = lease(s.shared, &a.device, &s.shared.registry)?;
+    // Last: a restore refused for any other reason leaves the nonce usable.
+    let session = a.session.as_deref().map(|n| take_session(s, n)).transpose()?;
     let opts = RestoreOptions {
         session,
         policy,
@@ -554,8 +567,9 @@ fn finish(shared: &Shared, job: &Job, r: Result<Value, QErr>) {
     if let Ok(mut o) = job.outcome.lock() {
         *o = Some(r);
     }
-    set_status(shared, job, "concluded");
-    shared.broadcast("JOB_FINISHED", ev);
+    move_status(shared, job, &[], "concluded", || {
+        shared.broadcast("JOB_FINISHED", ev);
+    });
     if let Ok(mut d) = job.done_flag.lock() {
         *d = true;
     }
@@ -602,16 +616,16 @@ pub(crate) fn cancel(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply
         .jobs
         .get(&a.id)
         .ok_or_else(|| QErr::new("qmp.no_such_job", format!("Job ID '{}' not found", a.id)))?;
-    if !job.is_running() {
+    if !request_cancel(s.shared, &job) {
         return Err(QErr::new(
             "qmp.job_state",
             format!(
-                "Job '{}' in state 'concluded' cannot accept command verb 'cancel'",
-                a.id
+                "Job '{}' in state '{}' cannot accept command verb 'cancel'",
+                a.id,
+                job.status()
             ),
         ));
     }
-    request_cancel(s.shared, &job);
     log(&format!("{}: cancelled job {:?}", s.who(), a.id));
     Ok(Reply::of(json!({})))
 }
@@ -623,7 +637,7 @@ pub(crate) fn dismiss(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
         .jobs
         .get(&a.id)
         .ok_or_else(|| QErr::new("qmp.no_such_job", format!("Job ID '{}' not found", a.id)))?;
-    if job.is_running() {
+    if !move_status(s.shared, &job, &["concluded"], "null", || {}) {
         return Err(QErr::new(
             "qmp.job_state",
             format!(
@@ -636,6 +650,5 @@ pub(crate) fn dismiss(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
     if let Ok(mut m) = s.shared.jobs.map.lock() {
         m.remove(&a.id);
     }
-    set_status(s.shared, &job, "null");
     Ok(Reply::of(json!({})))
 }

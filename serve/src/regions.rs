@@ -81,13 +81,15 @@ struct OpenFdArgs {
 }
 
 fn config(s: &Session<'_>, c: &Common) -> Result<RegionConfig, QErr> {
-    let session = c.session.as_deref().map(|n| take_session(s, n)).transpose()?;
+    let policy = policy_of(c.policy.clone())?;
     let bind = c
         .bind_session
         .as_deref()
         .map(mdevmig::auth::parse_nonce)
         .transpose()
         .map_err(|e| bad_args(e.message))?;
+    // Last: a refused command leaves the nonce usable.
+    let session = c.session.as_deref().map(|n| take_session(s, n)).transpose()?;
     Ok(RegionConfig {
         registry: Arc::clone(&s.shared.registry),
         key: s.shared.key.clone(),
@@ -98,7 +100,7 @@ fn config(s: &Session<'_>, c: &Common) -> Result<RegionConfig, QErr> {
         },
         restore: RestoreOptions {
             session,
-            policy: policy_of(c.policy.clone())?,
+            policy,
             validation: s.shared.cfg.validation.clone(),
             ..Default::default()
         },
@@ -156,10 +158,11 @@ pub(crate) fn open(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
             a.device
         )));
     }
-    let cfg = config(s, &a.common)?;
     let spec: DeviceSpec = a.device.parse()?;
     crate::commands::confine(s.shared, &spec)?;
     let (dev, _) = device::open(&spec, &s.shared.registry)?;
+    // Last: a region refused for any other reason leaves the nonce usable.
+    let cfg = config(s, &a.common)?;
     opened(s, a.common.id, MigrationRegion::new(dev, cfg), a.device)
 }
 
@@ -167,9 +170,9 @@ pub(crate) fn open(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
 pub(crate) fn open_fd(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: OpenFdArgs = args(a)?;
     admit(s, &a.common.id)?;
-    let cfg = config(s, &a.common)?;
     let fd: OwnedFd = take_fd(s, &a.fdname)?;
     let dev = VfioFdBackend::new(fd, &a.sysfs, &s.shared.registry)?;
+    let cfg = config(s, &a.common)?;
     opened(
         s,
         a.common.id,
