@@ -9,9 +9,11 @@
 # 2. a static mdevmig (cargo, --target x86_64-unknown-linux-gnu, +crt-static), stripped;
 # 3. a static libmdevmig.a (the same way) and capi/examples/minivmm.c linked
 #    statically against it, stripped;
-# 4. the static guest tools (smoke/build.sh: mttyctl, vfio-probe);
-# 5. run-vm.sh <mdevmig> mtty-guest.sh <mttyctl> <minivmm>: boots the VM, runs every
-#    check, and fails if the kernel logged WARNING/BUG/Oops/Call Trace.
+# 4. serve/examples/qmp-vmm.c (a VMM that passes its VFIO device fd to `mdevmig serve`
+#    over QMP and gets the data fds back), static and stripped;
+# 5. the static guest tools (smoke/build.sh: mttyctl, vfio-probe);
+# 6. run-vm.sh <mdevmig> mtty-guest.sh <mttyctl> <minivmm> <qmp-vmm>: boots the VM,
+#    runs every check, and fails if the kernel logged WARNING/BUG/Oops/Call Trace.
 #
 # Exit status: 0 all checks passed, or SKIPPED because the kernel packages could not
 # be downloaded (setup.sh status 77: no network, loudly reported; set
@@ -119,6 +121,15 @@ strip -o "$CACHE/ci/minivmm" "$CACHE/ci/minivmm.dbg" || failed 1 "strip minivmm"
 rm -f "$CACHE/ci/minivmm.dbg"
 echo "[kernel-ci] minivmm: $LIBA -> $CACHE/ci/minivmm ($(stat -c %s "$CACHE/ci/minivmm") bytes)" >&2
 
+# ------------------------------------------------------------------- qmp-vmm
+phase "build static qmp-vmm"
+# plain POSIX sockets and the 6.12 uapi <linux/vfio.h>; no library
+cc -static -O2 -Wall -Werror -D__user= -I "$UAPI" -o "$CACHE/ci/qmp-vmm.dbg" \
+	"$ROOT/serve/examples/qmp-vmm.c" || failed 1 "compiling serve/examples/qmp-vmm.c failed"
+strip -o "$CACHE/ci/qmp-vmm" "$CACHE/ci/qmp-vmm.dbg" || failed 1 "strip qmp-vmm"
+rm -f "$CACHE/ci/qmp-vmm.dbg"
+echo "[kernel-ci] qmp-vmm: $CACHE/ci/qmp-vmm ($(stat -c %s "$CACHE/ci/qmp-vmm") bytes)" >&2
+
 # ------------------------------------------------------------------ guest tools
 phase "build guest tools"
 "$HERE/smoke/build.sh" >/dev/null || failed 1 "building the guest tools (smoke/build.sh) failed"
@@ -127,7 +138,8 @@ MTTYCTL=$CACHE/smoke/mttyctl
 # ------------------------------------------------------------------------ VM
 phase "VM: mtty-guest.sh"
 rc=0
-"$HERE/run-vm.sh" "$CACHE/ci/mdevmig" "$HERE/mtty-guest.sh" "$MTTYCTL" "$CACHE/ci/minivmm" || rc=$?
+"$HERE/run-vm.sh" "$CACHE/ci/mdevmig" "$HERE/mtty-guest.sh" "$MTTYCTL" "$CACHE/ci/minivmm" \
+	"$CACHE/ci/qmp-vmm" || rc=$?
 case $rc in
 0) ;;
 77) skipped "run-vm.sh: kernel packages unavailable" ;;

@@ -39,6 +39,21 @@
 #      envelope byte (inside chunk 0) on its way to a third mtty-2: exit 1, refused
 #      with an auth.* code, that destination's registers and raw kernel state
 #      unchanged and RUNNING, the source moved back to RUNNING with its state kept
+#   j  mdevmig serve (QMP on a Unix socket) and serve/examples/qmp-vmm.c, a static C
+#      VMM: it opens two real mtty-2s itself, passes their device fds with SCM_RIGHTS
+#      and getfd, opens regions over them (device-open-fd, the destination's session
+#      nonce binding the source's stream), and gets each stream's data fd back with
+#      the device-set-state reply; it pipes the envelope from the source's data fd into
+#      the destination's: exit 0, the kernel's arcs on both sides, no reset, the
+#      destination's registers and raw kernel state = the source's, the source left
+#      STOP with its own. -T 300 into a third mtty-2: refused auth.* at the
+#      destination's STOP, source back to RUNNING, destination reset from ERROR
+#      (mtty_reset), its registers and raw kernel state unchanged. save/restore
+#      through a file (the stream verifies with the CLI; its raw state = the source
+#      kernel's). A restore job fed through a passed pipe stalls mid-chunk, the
+#      service is killed -9, its journal entry stays; the restarted service resets
+#      the device ("recovered vfio:<uuid> left mid-restore"), state unchanged; the
+#      whole stream through the job restores it; SIGTERM: exit 0, socket removed
 . /guest-lib.sh
 
 M=/bin/mdevmig
@@ -510,6 +525,227 @@ dmesg >control.after
 diff control.before control.after | grep -q 'mtty_reset: called' ||
 	fail "a VFIO_DEVICE_RESET left no 'mtty_reset: called' in the kernel log"
 ok "VFIO_DEVICE_RESET logged: $(diff control.before control.after | grep 'mtty_reset' | tail -n1)"
+
+# ---------------------------------------------------------------------------- j
+section "j. mdevmig serve: a VMM passes its VFIO fd over QMP and gets the envelope data fd back"
+Q=/bin/qmp-vmm
+S=/tmp/s.sock
+SD=/tmp/serve-state
+# mtty has 24 ports; the devices of g, h and i are done with
+for u in $lsrc $ldst $asrc $adst $csrc $cdst $tdst; do
+	check "remove $u" mdev_remove "$u"
+done
+# qvmm RUN ARGS...: run qmp-vmm, output in RUN.out/RUN.err (shown); status in _rc
+qvmm() {
+	_n=$1
+	shift
+	echo "\$ $Q $*"
+	$Q "$@" >"$_n.out" 2>"$_n.err"
+	_rc=$?
+	sed 's/^/    /' "$_n.out" "$_n.err"
+}
+# serve_start LOG: mdevmig serve in the background (pid in $spid), up once it listens
+serve_start() {
+	echo "\$ $M serve --socket $S --state-dir $SD --key /tmp/svc.key --trust /tmp/svc.pub 2>$1 &"
+	$M serve --socket "$S" --state-dir "$SD" --key /tmp/svc.key --trust /tmp/svc.pub >"$1" 2>&1 &
+	spid=$!
+	_i=0
+	until grep -q "listening on $S" "$1"; do
+		kill -0 "$spid" 2>/dev/null || {
+			cat "$1"
+			fail "mdevmig serve exited at start: $(tail -n1 "$1")"
+		}
+		[ $_i -lt 100 ] || fail "mdevmig serve did not listen within 10 s"
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	[ -S "$S" ] || fail "mdevmig serve says it listens, but $S is not a socket"
+	ok "mdevmig serve (pid $spid) listening on $S"
+}
+# arcs_have WHAT FILE ID ARC...: fail unless the device-query line of region ID lists each ARC
+arcs_have() {
+	_w=$1 _f=$2 _id=$3
+	shift 3
+	_l=$(grep "^$_id: query: " "$_f" | tail -n1)
+	for _a in "$@"; do
+		case "$_l" in
+		*"$_a"*) ;;
+		*) fail "$_w: region $_id's arcs lack $_a ($_l)" ;;
+		esac
+	done
+}
+must "keygen for the service" $M keygen --out /tmp/svc
+rm -rf "$SD"
+serve_start serve1.log
+
+jsrc=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+jdst=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+echo "QMP source $jsrc (group $(mdev_group "$jsrc")), destination $jdst (group $(mdev_group "$jdst"))"
+# source port 0: FIFO on, IER RDI, LCR 7O1 (0x0a), SCR; 8 bytes queued, 1 read
+# source port 1: MCR OUT2|DTR, LCR 8N1, SCR; 4 bytes queued
+must "set QMP source registers" $C "$jsrc" \
+	w 0 fcr 0x07 w 0 ier 0x01 w 0 lcr 0x0a w 0 scr 0x6b tx 0 "qmp-vmm!" r 0 rx \
+	w 1 mcr 0x09 w 1 lcr 0x03 w 1 scr 0xb6 tx 1 "scm!"
+grep -q '^p0.rx=0x71$' /tmp/show.out || fail "reading RX did not return the looped-back 'q'"
+must "set QMP destination registers" $C "$jdst" w 0 scr 0x2d w 1 scr 0xd2 tx 0 "stale"
+must "QMP source before" $C "$jsrc" save /tmp/jsrc.before expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jsrc.regs
+grep -q 'p0: ier=0x01 .* lcr=0x0a .* scr=0x6b' jsrc.regs || fail "QMP source port 0: $(head -n1 jsrc.regs)"
+grep -q 'p1: .* lcr=0x03 mcr=0x09 .* scr=0xb6' jsrc.regs || fail "QMP source port 1: $(tail -n1 jsrc.regs)"
+must "QMP destination before" $C "$jdst" save /tmp/jdst.before expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jdst.regs.before
+diff jsrc.regs jdst.regs.before >/dev/null && fail "the QMP destination already has the source's registers?"
+cmp -s jsrc.before jdst.before && fail "the QMP source and destination have the same raw state"
+
+echo "--- migrate: two regions over passed device fds, the envelope piped between their data fds"
+dmesg >jm.dmesg.before
+qvmm jm -s "$S" migrate "$jsrc" "$jdst"
+dmesg >jm.dmesg.after
+[ "$_rc" = 0 ] || fail "qmp-vmm migrate exited with status $_rc: $(tail -n1 jm.err)"
+[ "$(grep -c '^vfio: .* device fd [0-9]' jm.out)" = 2 ] || fail "qmp-vmm did not open both devices itself"
+for id in src dst; do
+	grep -q "^$id: region open over the passed fd of " jm.out || fail "region $id was not opened over a passed fd"
+done
+grep -q '^dst: -> resuming: now resuming, data fd [0-9]' jm.out || fail "no data fd came with the destination's RESUMING"
+grep -q '^src: -> stop-copy: now stop-copy, data fd [0-9]' jm.out || fail "no data fd came with the source's STOP_COPY"
+grep -q '^dst: -> stop: now stop$' jm.out || fail "the destination's STOP (the restore's verdict) did not succeed"
+# the kernel's paths for a P2P device (vfio_mig_get_next_state): RUNNING -> RUNNING_P2P -> STOP
+arcs_have "migrate" jm.out src \
+	'[["running","running-p2p"],["running-p2p","stop"],["stop","stop-copy"],["stop-copy","stop"]]'
+arcs_have "migrate" jm.out dst '[["running","running-p2p"],["running-p2p","stop"],["stop","resuming"],' \
+	'["resuming","stop"],["stop","running-p2p"],["running-p2p","running"]]'
+jbytes=$(sed -n 's/^piped \([0-9]*\) envelope bytes .*/\1/p' jm.out)
+grep -q "region \"src\" open on vfio-fd:/sys/bus/mdev/devices/$jsrc" serve1.log ||
+	fail "the service log does not show the source region over the passed fd"
+grep -q "region \"dst\" open on vfio-fd:/sys/bus/mdev/devices/$jdst" serve1.log ||
+	fail "the service log does not show the destination region over the passed fd"
+ok "qmp-vmm migrate: exit 0; $jbytes envelope bytes from the source's data fd into the destination's; the arcs: $(grep '^src: query' jm.out | sed 's/.*arcs //') / $(grep '^dst: query' jm.out | sed 's/.*arcs //')"
+diff jm.dmesg.before jm.dmesg.after >jm.dmesg.diff
+grep "mtty_reset" jm.dmesg.diff && fail "migrate: a device was reset during a successful migration"
+ok "migrate: no device reset (no mtty_reset in the kernel log)"
+must "QMP source after (left STOP)" $C "$jsrc" expect-state STOP save /tmp/jsrc.after regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jsrc.regs.after
+same_text "QMP source registers kept" jsrc.regs jsrc.regs.after
+same_file "QMP source kernel state kept" jsrc.after jsrc.before
+must "QMP destination after (RUNNING)" $C "$jdst" expect-state RUNNING save /tmp/jdst.after regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jdst.regs
+same_text "QMP destination registers = source registers (IER IIR LCR MCR LSR MSR SCR, both ports)" jsrc.regs jdst.regs
+same_file "QMP destination kernel state = source kernel state" jdst.after jsrc.before
+
+echo "--- tampered: qmp-vmm -T 300 migrate from the QMP source into a third mtty-2"
+must "QMP source RUNNING again" $C "$jsrc" set RUNNING expect-state RUNNING
+jtam=$(mdev_create mtty-2) || fail "creating an mtty-2 mdev"
+echo "tamper destination $jtam (group $(mdev_group "$jtam"))"
+must "set tamper destination registers" $C "$jtam" w 0 lcr 0x1b w 0 scr 0x5e w 1 scr 0xe5 tx 1 "keep"
+must "tamper destination before" $C "$jtam" save /tmp/jtam.before expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jtam.regs.before
+cmp -s jtam.before jsrc.before && fail "the tamper destination has the source's raw state"
+dmesg >jt.dmesg.before
+qvmm jt -s "$S" -T 300 migrate "$jsrc" "$jtam"
+dmesg >jt.dmesg.after
+[ "$_rc" = 1 ] || fail "qmp-vmm -T 300 migrate exited with status $_rc, expected 1"
+grep -q '^tampered: envelope byte 300 flipped' jt.out || fail "qmp-vmm -T 300 flipped nothing"
+jcode=$(sed -n 's/^destination refused the stream: \([^:]*\):.*/\1/p' jt.out)
+case "$jcode" in
+auth.*) ;;
+*) fail "qmp-vmm -T 300: refusal code is '$jcode', expected auth.*" ;;
+esac
+grep -q '^source back to RUNNING$' jt.out || fail "qmp-vmm did not move the source back to RUNNING"
+grep -Eq '^destination (after the refusal|reset): running$' jt.out ||
+	fail "the destination region did not come back to RUNNING"
+ok "tampered stream refused by the service at the destination's STOP: $jcode, exit 1 ($(grep -E '^(piped|dst: the service stopped reading)' jt.out | head -n1 | sed 's/^dst: //'))"
+ok "tamper: source moved back to RUNNING; $(grep '^destination after the refusal' jt.out)$(grep '^destination reset' jt.out | sed 's/^/, /')"
+nreset=$(diff jt.dmesg.before jt.dmesg.after | grep -c 'mtty_reset: called')
+[ "$nreset" -ge 1 ] || fail "tamper: the destination the service moved to RESUMING was not reset (no mtty_reset)"
+ok "tamper: $nreset mtty_reset line(s) in the kernel log during the refused run (the destination region, left in ERROR by the refused STOP, reset with device-reset)"
+must "tamper destination after" $C "$jtam" save /tmp/jtam.after expect-state RUNNING regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jtam.regs.after
+same_text "tamper: destination registers unchanged, RUNNING" jtam.regs.before jtam.regs.after
+same_file "tamper: destination kernel state unchanged (no byte of the stream reached the kernel)" jtam.before jtam.after
+must "tamper: source RUNNING" $C "$jsrc" expect-state RUNNING save /tmp/jsrc.tamper regs 0 regs 1
+grep '^p[01]:' /tmp/show.out >jsrc.regs.tamper
+same_text "tamper: source registers kept" jsrc.regs jsrc.regs.tamper
+same_file "tamper: source kernel state kept" jsrc.tamper jsrc.before
+
+echo "--- save and restore as two VMMs: the envelope through a file"
+qvmm js -s "$S" save "$jsrc" /tmp/j.mdm
+[ "$_rc" = 0 ] || fail "qmp-vmm save exited with status $_rc: $(tail -n1 js.err)"
+arcs_have "save" js.out src '["stop","stop-copy"],["stop-copy","stop"],["stop","running-p2p"],["running-p2p","running"]]'
+must "the service-signed stream verifies with the CLI" $M verify j.mdm --trust svc.pub
+rm -f j.raw
+must "extract raw state of j.mdm" $M restore --device "file:/tmp/j.raw,plugin=mtty,type=mtty-2" \
+	--trust svc.pub -i j.mdm
+same_file "raw state in the service's stream = raw state from the source kernel" j.raw jsrc.before
+must "QMP source RUNNING after the save" $C "$jsrc" expect-state RUNNING
+qvmm jr -s "$S" restore "$jtam" /tmp/j.mdm
+[ "$_rc" = 0 ] || fail "qmp-vmm restore exited with status $_rc: $(tail -n1 jr.err)"
+arcs_have "restore" jr.out dst '["stop","resuming"],["resuming","stop"],["stop","running-p2p"],["running-p2p","running"]]'
+must "restored over QMP" $C "$jtam" expect-state RUNNING save /tmp/jtam.restored
+same_file "the tamper destination, restored over QMP afterwards, holds the source's state" jtam.restored jsrc.before
+
+echo "--- journal: a restore job stalled mid-stream, the service killed -9, then restarted"
+must "stall target before" $C "$jdst" w 0 scr 0x4f save /tmp/jk.before expect-state RUNNING regs 0
+grep '^p0:' /tmp/show.out >jk.regs.before
+hl=$(od -An -tu4 -j12 -N4 j.mdm | tr -d ' ')
+k=$((hl + 88 + 10))
+echo "\$ $Q -s $S -k $k job-restore $jdst /tmp/j.mdm &"
+$Q -s "$S" -k "$k" job-restore "$jdst" /tmp/j.mdm >jk.out 2>jk.err &
+qpid=$!
+_i=0
+until grep -q '^stalled after' jk.out; do
+	kill -0 "$qpid" 2>/dev/null || {
+		cat jk.out jk.err
+		fail "qmp-vmm job-restore exited before stalling"
+	}
+	[ $_i -lt 100 ] || fail "qmp-vmm job-restore did not stall within 10 s"
+	sleep 0.1
+	_i=$((_i + 1))
+done
+sleep 1
+jj=$(ls "$SD/journal")
+grep -q "\"device\":\"vfio:$jdst\"" "$SD/journal/$jj" || fail "no journal entry for vfio:$jdst: [$jj] $(cat "$SD/journal/"* 2>/dev/null)"
+ok "restore job stalled after $k bytes (header $hl bytes + part of chunk 0); journal $jj: $(cat "$SD/journal/$jj")"
+dmesg >jk.dmesg.before
+kill -9 "$spid"
+wait "$spid"
+krc=$?
+[ "$krc" = 137 ] || fail "the killed service exited with status $krc, expected 137"
+wait "$qpid"
+qrc=$?
+sed 's/^/    /' jk.out jk.err
+[ "$qrc" = 0 ] || fail "qmp-vmm job-restore exited with status $qrc after the service died"
+grep -q '^the service went away' jk.out || fail "qmp-vmm did not see the service go away"
+[ -f "$SD/journal/$jj" ] || fail "the killed service left no journal entry"
+ok "service killed -9 mid-restore (status 137); journal entry $jj left behind"
+serve_start serve2.log
+dmesg >jk.dmesg.after
+sed 's/^/    /' serve2.log
+grep -q "recovered vfio:$jdst left mid-restore by a previous run: reset (now RUNNING)" serve2.log ||
+	fail "the restarted service did not recover vfio:$jdst: $(grep -v listening serve2.log | head -n1)"
+[ -z "$(ls "$SD/journal")" ] || fail "journal entries left after the recovery: $(ls "$SD/journal")"
+diff jk.dmesg.before jk.dmesg.after | grep -q 'mtty_reset: called' ||
+	fail "the recovery did not reset the device (no mtty_reset in the kernel log)"
+ok "restart: $(grep 'recovered' serve2.log | sed 's/^mdevmig-serve: //'); mtty_reset in the kernel log; journal empty"
+must "stalled device after the recovery" $C "$jdst" save /tmp/jk.after expect-state RUNNING regs 0
+grep '^p0:' /tmp/show.out >jk.regs.after
+same_text "recovered device: registers unchanged, RUNNING" jk.regs.before jk.regs.after
+same_file "recovered device: kernel state unchanged" jk.before jk.after
+qvmm jf -s "$S" job-restore "$jdst" /tmp/j.mdm
+[ "$_rc" = 0 ] || fail "qmp-vmm job-restore (whole stream) exited with status $_rc: $(tail -n1 jf.err)"
+grep -q '^job vmm-restore: finished ok$' jf.out || fail "the restore job did not finish ok"
+must "restored by the job" $C "$jdst" expect-state RUNNING save /tmp/jf.kraw
+same_file "restore job over a passed pipe: the device holds the source's state" jf.kraw jsrc.before
+
+echo "--- SIGTERM"
+kill -TERM "$spid"
+wait "$spid"
+trc=$?
+sed 's/^/    /' serve2.log | tail -n 3
+[ "$trc" = 0 ] || fail "mdevmig serve exited with status $trc after SIGTERM, expected 0"
+grep -q 'mdevmig-serve: stopped' serve2.log || fail "the service did not log 'stopped'"
+[ -e "$S" ] && fail "the service left its socket $S behind"
+ok "SIGTERM: mdevmig serve drained and exited 0, socket removed"
+ok "mdevmig serve: a real mtty-2 migrated over passed VFIO fds and data fds; a tampered stream refused ($jcode) with the destination untouched; a killed service's restore recovered at restart"
 
 section "cleanup"
 for u in $(mdev_list); do
