@@ -110,7 +110,7 @@ impl AccessPolicy {
         f.take(MAX_POLICY + 1)
             .read_to_string(&mut text)
             .map_err(|e| Error::io(Code::IoRead, path.display(), &e))?;
-        if text.len() as u64 > MAX_POLICY {
+        if u64::try_from(text.len()).map_or(true, |n| n > MAX_POLICY) {
             return Err(Error::new(
                 Code::InputTooLarge,
                 format!("{}: larger than 1 MiB", path.display()),

@@ -178,10 +178,10 @@ pub(crate) enum Lease {
 impl Lease {
     pub fn dev(&mut self) -> Result<&mut dyn MigrationDevice, QErr> {
         match self {
-            Lease::Named(_, name, d) => d
-                .as_deref_mut()
-                .map(|d| d as &mut dyn MigrationDevice)
-                .ok_or_else(|| QErr::new("qmp.device_busy", format!("device {name:?} is in use"))),
+            Lease::Named(_, _, Some(d)) => Ok(&mut **d),
+            Lease::Named(_, name, None) => {
+                Err(QErr::new("qmp.device_busy", format!("device {name:?} is in use")))
+            }
             Lease::Opened(d, _, _) => Ok(&mut **d),
         }
     }

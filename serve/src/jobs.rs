@@ -184,8 +184,8 @@ impl<T> Meter<T> {
         let cur = self
             .job
             .current
-            .fetch_add(n as u64, Ordering::AcqRel)
-            .saturating_add(n as u64);
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::AcqRel)
+            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         self.job.total.fetch_max(cur, Ordering::AcqRel);
         if self.last.elapsed() >= Duration::from_millis(250) {
             self.last = Instant::now();

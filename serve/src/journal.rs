@@ -121,14 +121,14 @@ fn remove_partials(dir: &Path, name: Option<&str>) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    let mut n = 0;
+    let mut n: usize = 0;
     for e in entries.flatten() {
         let f = e.file_name();
         let Some(f) = f.to_str() else { continue };
         let ours =
             f.ends_with(".mdevmig-partial") && name.is_none_or(|name| f.starts_with(&format!(".{name}.")));
         if ours && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
-            n += 1;
+            n = n.saturating_add(1);
         }
     }
     n

@@ -29,6 +29,15 @@
 //! finish (up to [`Limits::drain`]), then cancels what is left and exits.
 
 #![forbid(unsafe_code)]
+// Every module sees bytes or values a client chose.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::as_conversions
+)]
 
 mod access;
 mod commands;
@@ -376,7 +385,9 @@ impl Server {
             "draining: {running} job(s) running, {} client(s)",
             shared.clients.load(Ordering::Acquire)
         ));
-        let deadline = Instant::now() + shared.cfg.limits.drain;
+        let deadline = Instant::now()
+            .checked_add(shared.cfg.limits.drain)
+            .unwrap_or_else(Instant::now);
         while shared.jobs.running() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
