@@ -327,12 +327,15 @@ fn read_loop(s: &mut Session<'_>, reader: &UnixStream, limits: &crate::Limits) -
             Ok(n) => {
                 last_activity = Instant::now();
                 framer.push(buf.get(..n).unwrap_or_default(), &mut frames);
+                // A message that started in a read that also ended one is a
+                // new message: its clock starts now.
+                let ended = !frames.is_empty();
                 for f in frames.drain(..) {
                     handle_frame(s, f);
                 }
                 message_started = match (framer.in_message(), message_started) {
-                    (true, None) => Some(Instant::now()),
-                    (true, started) => started,
+                    (true, Some(t)) if !ended => Some(t),
+                    (true, _) => Some(Instant::now()),
                     (false, _) => None,
                 };
             }

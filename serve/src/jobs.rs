@@ -172,20 +172,33 @@ fn move_status(shared: &Shared, job: &Job, from: &[&str], to: &'static str, also
 
 /// Counts a job's bytes, sends progress events, and fails the I/O once the job
 /// is cancelled (so the broker's recovery runs).
-struct Meter<T> {
-    inner: T,
+///
+/// The stream's fd is non-blocking (as QEMU makes its migration fds): a pipe or
+/// socket whose peer stops reading or writing leaves the job waiting in
+/// `poll(2)`, which it leaves every 200 ms to see whether it was cancelled. A
+/// blocking read or write could wait forever, and nothing could cancel it.
+struct Meter {
+    inner: File,
     job: Arc<Job>,
     shared: Arc<Shared>,
     last: Instant,
 }
 
-impl<T> Meter<T> {
+impl Meter {
+    fn new(inner: File, job: &Arc<Job>, shared: &Arc<Shared>) -> std::io::Result<Self> {
+        let flags = rustix::fs::fcntl_getfl(&inner)?;
+        rustix::fs::fcntl_setfl(&inner, flags | rustix::fs::OFlags::NONBLOCK)?;
+        Ok(Meter {
+            inner,
+            job: Arc::clone(job),
+            shared: Arc::clone(shared),
+            last: Instant::now(),
+        })
+    }
+
     fn step(&mut self, n: usize) {
-        let cur = self
-            .job
-            .current
-            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::AcqRel)
-            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let cur = self.job.current.fetch_add(n, Ordering::AcqRel).saturating_add(n);
         self.job.total.fetch_max(cur, Ordering::AcqRel);
         if self.last.elapsed() >= Duration::from_millis(250) {
             self.last = Instant::now();
@@ -199,6 +212,37 @@ impl<T> Meter<T> {
         }
         Ok(())
     }
+
+    /// Runs one non-blocking read or write, waiting in poll while the fd is not
+    /// ready and the job is not cancelled.
+    fn io(
+        &mut self,
+        ready: rustix::event::PollFlags,
+        mut op: impl FnMut(&mut File) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        loop {
+            self.cancelled()?;
+            match op(&mut self.inner) {
+                Ok(n) => {
+                    self.step(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut fds = [rustix::event::PollFd::new(&self.inner, ready)];
+                    let tick = rustix::time::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 200_000_000,
+                    };
+                    match rustix::event::poll(&mut fds, Some(&tick)) {
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 fn progress(shared: &Shared, job: &Job) {
@@ -208,12 +252,9 @@ fn progress(shared: &Shared, job: &Job) {
     );
 }
 
-impl<W: Write> Write for Meter<W> {
+impl Write for Meter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.cancelled()?;
-        let n = self.inner.write(buf)?;
-        self.step(n);
-        Ok(n)
+        self.io(rustix::event::PollFlags::OUT, |f| f.write(buf))
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.cancelled()?;
@@ -221,12 +262,9 @@ impl<W: Write> Write for Meter<W> {
     }
 }
 
-impl<R: Read> Read for Meter<R> {
+impl Read for Meter {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.cancelled()?;
-        let n = self.inner.read(buf)?;
-        self.step(n);
-        Ok(n)
+        self.io(rustix::event::PollFlags::IN, |f| f.read(buf))
     }
 }
 
@@ -364,12 +402,8 @@ pub(crate) fn save(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
             job.total.store(n, Ordering::Release);
         }
         let (file, atomic) = out;
-        let meter = Meter {
-            inner: file,
-            job: Arc::clone(job),
-            shared: Arc::clone(&shared),
-            last: Instant::now(),
-        };
+        let meter = Meter::new(file, job, &shared)
+            .map_err(|e| mdevmig::Error::io(mdevmig::Code::IoWrite, "the output", &e))?;
         let r = mdevmig::save(dev, &shared.registry, &key, meter, &opts)?;
         if let Some(a) = atomic {
             a.commit()?;
@@ -379,11 +413,11 @@ pub(crate) fn save(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
     start(s, id, "save", lease, Box::new(work))
 }
 
-type Output = (Box<dyn Write + Send>, Option<mdevmig::fsutil::AtomicFile>);
+type Output = (File, Option<mdevmig::fsutil::AtomicFile>);
 
 fn open_output(s: &mut Session<'_>, t: &Target) -> Result<Output, QErr> {
     match (&t.fdname, &t.file) {
-        (Some(f), None) => Ok((Box::new(File::from(take_fd(s, f)?)), None)),
+        (Some(f), None) => Ok((File::from(take_fd(s, f)?), None)),
         (None, Some(name)) => {
             let path = state_file(s.shared, name)?;
             let mut a = mdevmig::fsutil::AtomicFile::create(&path, mdevmig::fsutil::DEFAULT_MODE, false)?;
@@ -391,7 +425,7 @@ fn open_output(s: &mut Session<'_>, t: &Target) -> Result<Output, QErr> {
                 .file()
                 .try_clone()
                 .map_err(|e| mdevmig::Error::io(mdevmig::Code::IoOpen, path.display(), &e))?;
-            Ok((Box::new(f), Some(a)))
+            Ok((f, Some(a)))
         }
         _ => Err(bad_args(
             "give exactly one of fdname (an fd passed with getfd) and file (a name in the state directory)",
@@ -457,12 +491,8 @@ pub(crate) fn restore(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
     let shared = Arc::clone(s.shared);
     let work = move |lease: &mut Lease, job: &Arc<Job>| -> Result<Value, QErr> {
         job.total.store(total, Ordering::Release);
-        let meter = Meter {
-            inner: input,
-            job: Arc::clone(job),
-            shared: Arc::clone(&shared),
-            last: Instant::now(),
-        };
+        let meter = Meter::new(input, job, &shared)
+            .map_err(|e| mdevmig::Error::io(mdevmig::Code::IoRead, "the input", &e))?;
         let r = mdevmig::restore(lease.dev()?, &shared.registry, &trust, meter, &opts)?;
         Ok(json!({
             "vendor": r.header.vendor, "device_type": r.header.device_type,
@@ -476,7 +506,7 @@ pub(crate) fn restore(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
     start(s, id, "restore", lease, Box::new(work))
 }
 
-fn open_input(s: &mut Session<'_>, t: &Target) -> Result<(Box<dyn Read + Send>, u64), QErr> {
+fn open_input(s: &mut Session<'_>, t: &Target) -> Result<(File, u64), QErr> {
     let f = match (&t.fdname, &t.file) {
         (Some(f), None) => File::from(take_fd(s, f)?),
         (None, Some(name)) => {
@@ -487,7 +517,7 @@ fn open_input(s: &mut Session<'_>, t: &Target) -> Result<(Box<dyn Read + Send>, 
         )),
     };
     let total = f.metadata().ok().filter(|m| m.is_file()).map_or(0, |m| m.len());
-    Ok((Box::new(f), total))
+    Ok((f, total))
 }
 
 type Work = Box<dyn FnOnce(&mut Lease, &Arc<Job>) -> Result<Value, QErr> + Send>;

@@ -11,7 +11,7 @@
 //! |---------|-------------|---------------------------------------------------------|
 //! | restore | vfio:       | VFIO_DEVICE_RESET (the device is back in RUNNING, empty) |
 //! | save    | vfio:       | back to RUNNING along the kernel's arcs; reset if refused |
-//! | any     | file:       | its partial files (`.<name>.*.mdevmig-partial`) removed   |
+//! | any     | file:       | its partial files (`.<name>.*.mdevmig-partial`) and an unheld lock removed |
 //!
 //! Simulated devices live in the service's memory and die with it; they are not
 //! journaled. Partial output files in `<state-dir>/files/` are removed too.
@@ -130,6 +130,29 @@ fn remove_partials(dir: &Path, name: Option<&str>) -> usize {
         if ours && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
             n = n.saturating_add(1);
         }
+        let lock =
+            f.ends_with(".mdevmig-lock") && name.is_none_or(|name| f == format!("{name}.mdevmig-lock"));
+        if lock && e.file_type().is_ok_and(|t| t.is_file()) {
+            remove_stale_lock(&e.path());
+        }
     }
     n
+}
+
+/// Removes a writer's lock file that nobody holds (its writer died), the way a
+/// finishing writer does (`src/fsutil.rs`): under the lock, so a live writer's
+/// lock is never removed.
+fn remove_stale_lock(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)
+    else {
+        return;
+    };
+    if let Ok(held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        let _ = std::fs::remove_file(path);
+        drop(held);
+    }
 }
