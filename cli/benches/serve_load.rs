@@ -12,6 +12,7 @@
 //! destination the spec `sim:mtty/mtty-2`, so every call opens the device and
 //! runs the compatibility check, as the CLI does. Printed: calls, wall time,
 //! throughput, latency p50/p99/max, and the service's peak RSS (VmHWM); then the
+//! same calls from one client alone (latency without queueing); then the
 //! baseline (a process per call, sequential and 2 at a time) and the speedup.
 
 #[path = "../tests/support/qmp.rs"]
@@ -169,6 +170,23 @@ fn main() {
     println!(
         "serve check: {n} calls in {:.2} s: {rate:.0} calls/s, p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms; service peak RSS {rss}",
         wall.as_secs_f64()
+    );
+
+    // Latency without queueing: one client alone, the way a scheduler asks
+    // one question at a time.
+    let solo = Settings {
+        clients: 1,
+        calls: s.calls,
+        baseline_calls: s.baseline_calls,
+    };
+    let solo_dir = dir.path().join("solo");
+    std::fs::create_dir_all(&solo_dir).expect("a directory");
+    let (n1, wall1, mut lat1, _, _) = bench_service(bin, &solo_dir, &solo);
+    let (s50, s99, smax) = percentiles(&mut lat1);
+    println!(
+        "serve check, one client: {n1} calls in {:.2} s: {:.0} calls/s, p50 {s50:.3} ms, p99 {s99:.3} ms, max {smax:.3} ms",
+        wall1.as_secs_f64(),
+        n1 as f64 / wall1.as_secs_f64()
     );
 
     let source_file = dir.path().join("source.json");
