@@ -225,8 +225,9 @@ fn kill_9_mid_restore_then_restart_recovers_the_file_device() {
         j["status"] == "running" && j["current-progress"].as_u64() == Some(part as u64)
     });
     let entries = names(&journal);
-    assert_eq!(entries, vec!["r1.json".to_string()], "journal: {entries:?}");
-    let entry: Value = serde_json::from_slice(&std::fs::read(journal.join("r1.json")).unwrap()).unwrap();
+    let entry_name = format!("r1.{}.json", svc.pid());
+    assert_eq!(entries, vec![entry_name.clone()], "journal: {entries:?}");
+    let entry: Value = serde_json::from_slice(&std::fs::read(journal.join(&entry_name)).unwrap()).unwrap();
     assert_eq!(entry["role"], "restore");
     assert_eq!(entry["device"], json!(spec));
 
@@ -237,7 +238,7 @@ fn kill_9_mid_restore_then_restart_recovers_the_file_device() {
         img_dir.join(&partial).exists(),
         "the partial file is left after kill -9"
     );
-    assert_eq!(names(&journal), vec!["r1.json".to_string()]);
+    assert_eq!(names(&journal), vec![entry_name]);
     assert!(
         !img.exists(),
         "a killed restore must not leave an image under the real name"
@@ -322,7 +323,7 @@ fn a_client_gone_mid_restore_leaves_no_partial_file_and_no_journal_entry() {
     poll(LONG, "the restore's partial file", || {
         (!partials(&img_dir).is_empty()).then_some(())
     });
-    assert_eq!(names(&journal), vec!["r1.json".to_string()]);
+    assert_eq!(names(&journal), vec![format!("r1.{}.json", svc.pid())]);
     // Everything sent is read: the job waits in read(2) for more, and the pipe's
     // writer (another process, in life) keeps it open.
     let pid = svc.pid();
@@ -1069,4 +1070,69 @@ fn concurrent_checks_on_a_configured_device_all_succeed() {
         refused.len(),
         refused.iter().take(3).collect::<Vec<_>>()
     );
+}
+
+/// Two services on one state directory (both on the default one, say): a
+/// service that starts while the other runs a restore leaves that job's journal
+/// entry and partial file alone, and the running job completes.
+#[test]
+fn a_second_service_on_the_same_state_directory_leaves_the_first_ones_job_alone() {
+    let e = Env::new("shared-state");
+    let stream = e.path("xe.mig");
+    let bytes = xe_stream(&e, &stream);
+    let part = 48 << 20;
+    let img_dir = e.path("img");
+    std::fs::create_dir(&img_dir).unwrap();
+    let img = img_dir.join("xe.img");
+    let dev = format!("dst=file:{},plugin=xe,type=xe-vf-64m", img.display());
+    let journal = e.state().join("journal");
+    let first = e.serve("first.log", &["--device", &dev]);
+    let mut c = Qmp::negotiated(&first.socket);
+    let (r, mut w) = pipe();
+    c.getfd("in", r.as_fd());
+    drop(r);
+    c.ok(
+        "restore",
+        json!({"job-id": "r1", "device": "dst", "fdname": "in"}),
+    );
+    w.write_all(&bytes[..part]).unwrap();
+    poll(LONG, "the restore's partial file", || {
+        (!partials(&img_dir).is_empty()).then_some(())
+    });
+    let entry = format!("r1.{}.json", first.pid());
+    assert_eq!(names(&journal), vec![entry.clone()]);
+
+    let second_socket = e.path("second.sock");
+    let args: Vec<String> = [
+        "--state-dir",
+        &e.state().to_string_lossy(),
+        "--key",
+        &e.key,
+        "--trust",
+        &e.trust,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let second = Service::start(cli::bin(), &second_socket, &e.path("second.log"), &args);
+    let mut q = Qmp::negotiated(&second.socket);
+    q.ok("query-version", json!({}));
+    assert_eq!(
+        names(&journal),
+        vec![entry],
+        "the second service took the first one's journal entry"
+    );
+    assert_eq!(
+        partials(&img_dir).len(),
+        1,
+        "the second service removed a live writer's partial file"
+    );
+    assert!(!second.log_text().contains("recovered"), "{}", second.log_text());
+
+    w.write_all(&bytes[part..]).unwrap();
+    drop(w);
+    let done = c.wait_job("r1", LONG);
+    assert_eq!(done["ok"], true, "{done}");
+    assert!(img.exists());
+    assert!(names(&journal).is_empty());
 }

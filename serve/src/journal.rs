@@ -2,7 +2,7 @@
 //! a crash, power) leaves no device half-loaded.
 //!
 //! Before a job touches a device whose state outlives the service (a `vfio:`
-//! device, a `file:` image), it writes `<state-dir>/journal/<job>.json`:
+//! device, a `file:` image), it writes `<state-dir>/journal/<job>.<pid>.json`:
 //! `{"role": "save"|"restore", "device": "<spec>"}`; the entry is removed when
 //! the job ends, however it ends. At start, every entry left behind is a job the
 //! previous run did not finish:
@@ -58,7 +58,11 @@ pub fn begin(dir: &Path, job: &str, role: &str, spec: &str) -> Option<Entry> {
     if spec.starts_with("sim:") {
         return None;
     }
-    let path = dir.join("journal").join(format!("{job}.json"));
+    // The pid keeps two services that share a state directory (both on the
+    // default one, say) from writing, or removing, each other's entries.
+    let path = dir
+        .join("journal")
+        .join(format!("{job}.{}.json", std::process::id()));
     let body = json!({"role": role, "device": spec, "pid": std::process::id()}).to_string();
     match std::fs::write(&path, body) {
         Ok(()) => Some(Entry(path)),
@@ -82,6 +86,11 @@ pub fn recover(dir: &Path, registry: &Registry) {
             .filter(|t| t.len() < 65536)
             .unwrap_or_default();
         let v: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
+        let pid = v.get("pid").and_then(Value::as_u64).unwrap_or(0);
+        if live_service(pid) {
+            // Another service on this state directory is running that job.
+            continue;
+        }
         let role = v.get("role").and_then(Value::as_str).unwrap_or("restore");
         match v.get("device").and_then(Value::as_str) {
             Some(spec) => match put_back(spec, role, registry) {
@@ -97,6 +106,17 @@ pub fn recover(dir: &Path, registry: &Registry) {
         }
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// True when `pid` is another running `mdevmig serve` (not this process, and not
+/// an unrelated process that reused the pid).
+fn live_service(pid: u64) -> bool {
+    if pid == 0 || pid == u64::from(std::process::id()) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.iter().any(|a| a.ends_with(b"mdevmig")) && args.iter().any(|a| *a == b"serve")
 }
 
 fn put_back(spec: &str, role: &str, registry: &Registry) -> Result<String> {
@@ -127,7 +147,11 @@ fn remove_partials(dir: &Path, name: Option<&str>) -> usize {
         let Some(f) = f.to_str() else { continue };
         let ours =
             f.ends_with(".mdevmig-partial") && name.is_none_or(|name| f.starts_with(&format!(".{name}.")));
-        if ours && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+        if ours
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && !writer_alive(dir, f)
+            && std::fs::remove_file(e.path()).is_ok()
+        {
             n = n.saturating_add(1);
         }
         let lock =
@@ -137,6 +161,28 @@ fn remove_partials(dir: &Path, name: Option<&str>) -> usize {
         }
     }
     n
+}
+
+/// True when the writer of the partial file `.<name>.XXXXXX.mdevmig-partial`
+/// still holds `<name>.mdevmig-lock` (another live service's job).
+fn writer_alive(dir: &Path, partial: &str) -> bool {
+    let Some(name) = partial
+        .strip_prefix('.')
+        .and_then(|p| p.strip_suffix(".mdevmig-partial"))
+        .and_then(|p| p.rsplit_once('.'))
+        .map(|(name, _)| name)
+    else {
+        return false;
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(dir.join(format!("{name}.mdevmig-lock")))
+    else {
+        return false;
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
 }
 
 /// Removes a writer's lock file that nobody holds (its writer died), the way a
