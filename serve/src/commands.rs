@@ -306,7 +306,12 @@ struct CheckArgs {
 fn check(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: CheckArgs = args(a)?;
     let policy = policy_of(a.policy)?;
-    let source = Descriptor::parse(&a.source.to_string())?;
+    // The descriptor as an object, or as the text `describe --json` printed.
+    let source = match &a.source {
+        Value::Object(_) => Descriptor::parse(&a.source.to_string())?,
+        Value::String(text) => Descriptor::parse(text)?,
+        _ => return Err(bad_args("source must be a descriptor object (or its JSON text)")),
+    };
     let registry = if policy.allow_opaque.is_empty() {
         std::sync::Arc::clone(&s.shared.registry)
     } else {
@@ -329,7 +334,8 @@ pub(crate) fn policy_of(v: Option<Value>) -> Result<compat::Policy, QErr> {
     match v {
         None => Ok(compat::Policy::default()),
         Some(v @ Value::Object(_)) => Ok(compat::parse_policy(&v.to_string())?),
-        Some(_) => Err(bad_args("policy must be an object")),
+        Some(Value::String(text)) => Ok(compat::parse_policy(&text)?),
+        Some(_) => Err(bad_args("policy must be an object (or its JSON text)")),
     }
 }
 

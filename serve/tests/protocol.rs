@@ -545,3 +545,27 @@ fn query_devices_lists_mdevs_vfio_functions_and_configured_devices() {
     drop(c);
     t.join().unwrap();
 }
+
+#[test]
+fn a_descriptor_and_a_policy_may_come_as_json_text() {
+    let svc = Svc::start(&[]);
+    let mut c = svc.negotiated();
+    let mut src = c.ok("describe", json!({"device": "sim:mtty/mtty-2,seed=1"}));
+    src["ok"] = json!(true); // as `describe --json` prints it
+    let text = src.to_string();
+    let r = c.ok(
+        "check",
+        json!({"device": "sim:mtty/mtty-2", "source": text, "policy": "{}"}),
+    );
+    assert_eq!(r["compatible"], true);
+    assert_eq!(
+        c.err("check", json!({"device": "sim:mtty/mtty-2", "source": 5}))
+            .1,
+        "qmp.bad_arguments"
+    );
+    assert_eq!(
+        c.err("check", json!({"device": "sim:mtty/mtty-2", "source": "{"}))
+            .1,
+        "format.bad_descriptor"
+    );
+}
