@@ -10,9 +10,12 @@ use mdevmig_serve::{Config, Limits, Listen};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// The Unix socket to create (mode 0660; a stale socket there is replaced).
-    #[arg(long, required_unless_present = "systemd", conflicts_with = "systemd")]
+    /// When systemd passed this process a socket (LISTEN_FDS, LISTEN_PID), that
+    /// one is served and PATH only names it.
+    #[arg(long, conflicts_with = "systemd")]
     socket: Option<PathBuf>,
-    /// Take the listening socket from systemd (LISTEN_FDS, LISTEN_PID).
+    /// Take the listening socket from systemd (LISTEN_FDS, LISTEN_PID); an
+    /// error if none was passed.
     #[arg(long)]
     systemd: bool,
     /// Group owning the socket (a name or a number).
@@ -96,11 +99,32 @@ fn default_state_dir() -> Result<PathBuf> {
         .ok_or_else(|| Error::new(Code::Usage, "--state-dir is needed (no XDG_RUNTIME_DIR)"))
 }
 
+/// True when systemd (or `systemd-socket-activate`) passed this process its
+/// listening socket: `LISTEN_PID` is our pid and `LISTEN_FDS` at least 1
+/// (`sd_listen_fds(3)`).
+fn activated() -> bool {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    ours && fds >= 1
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(a: ServeArgs) -> Result<()> {
     let listen = match a.socket {
+        _ if a.systemd || activated() => Listen::Activated,
         Some(p) => Listen::Path(p),
-        None => Listen::Activated,
+        None => {
+            return Err(Error::new(
+                Code::Usage,
+                "give --socket PATH, or --systemd (or run under socket activation)",
+            ))
+        }
     };
     let state_dir = match a.state_dir {
         Some(d) => d,

@@ -285,13 +285,13 @@ struct DescribeArgs {
 fn describe(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: DescribeArgs = args(a)?;
     if let (Some(n), true) = (s.shared.named.get(&a.device), a.allow_opaque.is_empty()) {
-        return Ok(Reply::of(to_json(&n.descriptor)?));
+        return Ok(Reply::of(cli_shape(to_json(&n.descriptor)?)));
     }
     let registry = mdevmig::Registry::builtin().allow_opaque(&a.allow_opaque);
     let mut l = lease(s.shared, &a.device, &registry)?;
     let versions = l.versions();
     let d = compat::describe(l.dev()?, &registry, versions)?;
-    Ok(Reply::of(to_json(&d)?))
+    Ok(Reply::of(cli_shape(to_json(&d)?)))
 }
 
 #[derive(Deserialize)]
@@ -326,7 +326,7 @@ fn check(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     };
     let load = registry.load_window(&info, versions);
     let r = compat::check(&source, &info, &registry, load, &policy);
-    Ok(Reply::of(to_json(&r)?))
+    Ok(Reply::of(cli_shape(to_json(&r)?)))
 }
 
 /// A policy argument: an object in `spec/compat.md`'s policy shape.
@@ -348,13 +348,23 @@ struct DeviceArg {
 fn labels(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: DeviceArg = args(a)?;
     if let Some(n) = s.shared.named.get(&a.device) {
-        return Ok(Reply::of(to_json(&compat::labels(&n.descriptor))?));
+        return Ok(Reply::of(cli_shape(to_json(&compat::labels(&n.descriptor))?)));
     }
     let registry = std::sync::Arc::clone(&s.shared.registry);
     let mut l = lease(s.shared, &a.device, &registry)?;
     let versions = l.versions();
     let d = compat::describe(l.dev()?, &registry, versions)?;
-    Ok(Reply::of(to_json(&compat::labels(&d))?))
+    Ok(Reply::of(cli_shape(to_json(&compat::labels(&d))?)))
+}
+
+/// The CLI's `--json` object: the value with `"ok": true`, which the CLI adds
+/// to every successful command's output (an incompatible verdict is still a
+/// successful `check`).
+fn cli_shape(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.insert("ok".into(), Value::Bool(true));
+    }
+    v
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, QErr> {

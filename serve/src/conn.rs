@@ -259,18 +259,16 @@ impl Session<'_> {
 /// Serves one connection to its end.
 pub(crate) fn serve(shared: &Arc<Shared>, stream: UnixStream) {
     let limits = shared.cfg.limits.clone();
-    let cred = match rustix::net::sockopt::socket_peercred(&stream) {
+    // nix, not rustix: a peer in another pid namespace has pid 0, which
+    // rustix's non-zero pid type refuses.
+    let cred = match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
         Ok(c) => c,
         Err(e) => {
             log(&format!("SO_PEERCRED failed, closing the connection: {e}"));
             return;
         }
     };
-    let (uid, gid, pid) = (
-        cred.uid.as_raw(),
-        cred.gid.as_raw(),
-        cred.pid.as_raw_nonzero().get(),
-    );
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
     let rights = shared.access.rights(uid, gid);
     let _ = stream.set_write_timeout(Some(limits.write));
     let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
@@ -358,7 +356,7 @@ fn read_loop(s: &mut Session<'_>, reader: &UnixStream, limits: &crate::Limits) -
 }
 
 fn timeout(s: &Session<'_>, what: &str) {
-    let e = QErr::new("qmp.too_many", format!("{what}; closing the connection"));
+    let e = QErr::new("qmp.timeout", format!("{what}; closing the connection"));
     s.peer.out.send(&json!({"error": e.to_json()}));
 }
 

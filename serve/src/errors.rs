@@ -79,6 +79,10 @@ pub const CODES: &[(&str, &str)] = &[
         "qmp.cancelled",
         "the job was cancelled, or its client went away; the device was put back",
     ),
+    (
+        "qmp.timeout",
+        "a started message was not completed, or the connection was idle, for longer than the service's limit; the connection is closed",
+    ),
 ];
 
 /// A refused command: QMP class, stable code, message.

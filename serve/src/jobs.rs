@@ -44,6 +44,8 @@ pub(crate) struct Job {
     outcome: Mutex<Option<Result<Value, QErr>>>,
     done: Condvar,
     done_flag: Mutex<bool>,
+    /// Creation order.
+    seq: u64,
 }
 
 impl Job {
@@ -86,6 +88,8 @@ impl Job {
 #[derive(Default)]
 pub(crate) struct Jobs {
     map: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// Numbers jobs in the order they were created (automatic ids, pruning).
+    seq: AtomicU64,
 }
 
 impl Jobs {
@@ -297,7 +301,18 @@ fn state_file(shared: &Shared, name: &str) -> Result<PathBuf, QErr> {
 }
 
 fn job_id(s: &Session<'_>, given: Option<String>) -> Result<String, QErr> {
-    let id = given.unwrap_or_else(|| format!("job{}", s.shared.next_id()));
+    let id = match given {
+        Some(id) => id,
+        // The first free `job<N>`: a client may have named a job that way.
+        None => loop {
+            let n = s.shared.jobs.seq.load(Ordering::Acquire);
+            let id = format!("job{n}");
+            if s.shared.jobs.get(&id).is_none() {
+                break id;
+            }
+            s.shared.jobs.seq.fetch_add(1, Ordering::AcqRel);
+        },
+    };
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -395,6 +410,8 @@ pub(crate) fn save(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
     }
     let out = open_output(s, &a.target)?;
     let lease = lease(s.shared, &a.device, &s.shared.registry)?;
+    // The versions this host's plugin produces for the device, as the CLI's save.
+    opts.produce_window = lease.versions();
     let shared = Arc::clone(s.shared);
     let work = move |lease: &mut Lease, job: &Arc<Job>| -> Result<Value, QErr> {
         let dev = lease.dev()?;
@@ -484,6 +501,8 @@ pub(crate) fn restore(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
     let opts = RestoreOptions {
         session,
         policy,
+        // The versions this host's plugin loads for the device, as the CLI's restore.
+        load_window: lease.versions(),
         resume: a.resume,
         validation: s.shared.cfg.validation.clone(),
         ..Default::default()
@@ -541,10 +560,22 @@ fn start(
         outcome: Mutex::new(None),
         done: Condvar::new(),
         done_flag: Mutex::new(false),
+        seq: s.shared.jobs.seq.fetch_add(1, Ordering::AcqRel),
     });
-    if let Ok(mut m) = s.shared.jobs.map.lock() {
+    {
+        // Checked again under the lock: two connections may race for one id.
+        let mut m = s
+            .shared
+            .jobs
+            .map
+            .lock()
+            .map_err(|_| QErr::new("qmp.too_many", "job table poisoned"))?;
+        if m.contains_key(&id) {
+            return Err(bad_args(format!("a job with id {id:?} exists")));
+        }
         m.insert(id.clone(), Arc::clone(&job));
     }
+    s.jobs.retain(|j| s.shared.jobs.is_running(j));
     s.jobs.push(id.clone());
     set_status(s.shared, &job, "created");
     log(&format!("{}: {kind} job {id:?} on {}", s.who(), job.device));
@@ -607,17 +638,18 @@ fn finish(shared: &Shared, job: &Job, r: Result<Value, QErr>) {
     prune(shared);
 }
 
-/// Keeps at most the configured number of concluded jobs.
+/// Keeps at most the configured number of concluded jobs, dismissing the oldest.
 fn prune(shared: &Shared) {
     let max = shared.cfg.limits.max_concluded;
     if let Ok(mut m) = shared.jobs.map.lock() {
-        let concluded: Vec<String> = m
+        let mut concluded: Vec<(u64, String)> = m
             .values()
             .filter(|j| !j.is_running())
-            .map(|j| j.id.clone())
+            .map(|j| (j.seq, j.id.clone()))
             .collect();
+        concluded.sort_unstable();
         let excess = concluded.len().saturating_sub(max);
-        for id in concluded.into_iter().take(excess) {
+        for (_, id) in concluded.into_iter().take(excess) {
             m.remove(&id);
         }
     }

@@ -378,7 +378,18 @@ impl Server {
     }
 
     fn drain(self, threads: Vec<std::thread::JoinHandle<()>>) {
-        let shared = &self.shared;
+        let Server {
+            listener,
+            shared,
+            socket_path,
+        } = self;
+        // Stop listening at once: a client that connects now is refused by the
+        // kernel instead of waiting for a greeting that never comes.
+        drop(listener);
+        if let Some(p) = &socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+        let shared = &shared;
         shared.draining.store(true, Ordering::Release);
         let running = shared.jobs.running();
         log(&format!(
@@ -406,9 +417,6 @@ impl Server {
         }
         for t in threads {
             let _ = t.join();
-        }
-        if let Some(p) = &self.socket_path {
-            let _ = std::fs::remove_file(p);
         }
         log("stopped");
     }
@@ -465,19 +473,25 @@ fn listen(cfg: &Config) -> Result<(UnixListener, Option<PathBuf>)> {
         }
         Err(_) => {}
     }
+    let gid = cfg.socket_group.as_deref().map(group_id).transpose()?;
     // Bind under a umask that leaves the socket 0660 from the start, so there is
     // no moment when others could connect.
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o117));
     let bound = UnixListener::bind(&path);
     rustix::process::umask(old);
     let l = bound.map_err(|e| Error::io(Code::IoOpen, path.display(), &e))?;
-    if let Some(g) = &cfg.socket_group {
-        let gid = group_id(g)?;
-        rustix::fs::chown(&path, None, Some(rustix::fs::Gid::from_raw(gid)))
-            .map_err(|e| Error::io(Code::IoOpen, path.display(), &std::io::Error::from(e)))?;
+    let owned = || -> Result<()> {
+        if let Some(gid) = gid {
+            rustix::fs::chown(&path, None, Some(rustix::fs::Gid::from_raw(gid)))
+                .map_err(|e| Error::io(Code::IoOpen, path.display(), &std::io::Error::from(e)))?;
+        }
+        rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(0o660))
+            .map_err(|e| Error::io(Code::IoOpen, path.display(), &std::io::Error::from(e)))
+    };
+    if let Err(e) = owned() {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
     }
-    rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(0o660))
-        .map_err(|e| Error::io(Code::IoOpen, path.display(), &std::io::Error::from(e)))?;
     Ok((l, Some(path)))
 }
 

@@ -80,7 +80,11 @@ struct OpenFdArgs {
     common: Common,
 }
 
-fn config(s: &Session<'_>, c: &Common) -> Result<RegionConfig, QErr> {
+fn config(
+    s: &Session<'_>,
+    c: &Common,
+    versions: Option<mdevmig_plugin_api::VersionWindow>,
+) -> Result<RegionConfig, QErr> {
     let policy = policy_of(c.policy.clone())?;
     let bind = c
         .bind_session
@@ -96,11 +100,13 @@ fn config(s: &Session<'_>, c: &Common) -> Result<RegionConfig, QErr> {
         trust: s.shared.trust.clone(),
         save: SaveOptions {
             session: bind,
+            produce_window: versions,
             ..Default::default()
         },
         restore: RestoreOptions {
             session,
             policy,
+            load_window: versions,
             validation: s.shared.cfg.validation.clone(),
             ..Default::default()
         },
@@ -160,9 +166,9 @@ pub(crate) fn open(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
     }
     let spec: DeviceSpec = a.device.parse()?;
     crate::commands::confine(s.shared, &spec)?;
-    let (dev, _) = device::open(&spec, &s.shared.registry)?;
+    let (dev, host) = device::open(&spec, &s.shared.registry)?;
     // Last: a region refused for any other reason leaves the nonce usable.
-    let cfg = config(s, &a.common)?;
+    let cfg = config(s, &a.common, host.versions)?;
     opened(s, a.common.id, MigrationRegion::new(dev, cfg), a.device)
 }
 
@@ -172,7 +178,7 @@ pub(crate) fn open_fd(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
     admit(s, &a.common.id)?;
     let fd: OwnedFd = take_fd(s, &a.fdname)?;
     let dev = VfioFdBackend::new(fd, &a.sysfs, &s.shared.registry)?;
-    let cfg = config(s, &a.common)?;
+    let cfg = config(s, &a.common, None)?;
     opened(
         s,
         a.common.id,

@@ -569,3 +569,53 @@ fn a_descriptor_and_a_policy_may_come_as_json_text() {
         "format.bad_descriptor"
     );
 }
+
+#[test]
+fn jobs_and_regions_keep_to_the_hosts_version_window() {
+    let svc = Svc::start(&[
+        ("new", "sim:simgpu/vgpu-64m,seed=1"),
+        ("old", "sim:simgpu/vgpu-64m,seed=3,versions=1..1"),
+    ]);
+    let mut c = svc.negotiated();
+    c.ok("save", json!({"device": "new", "file": "v3.mdm", "job-id": "s3"}));
+    let s3 = c.wait_event("JOB_FINISHED", "s3");
+    assert_eq!(s3["data"]["result"]["state_version"], 3, "{s3}");
+    // An older host's device refuses the newer state, as `mdevmig restore` does.
+    c.ok(
+        "restore",
+        json!({"device": "old", "file": "v3.mdm", "job-id": "r3"}),
+    );
+    let r3 = c.wait_event("JOB_FINISHED", "r3");
+    assert_eq!(r3["data"]["ok"], false, "{r3}");
+    assert_eq!(r3["data"]["error"]["code"], "compat.version_too_new", "{r3}");
+    // And saves what it produces.
+    c.ok("save", json!({"device": "old", "file": "v1.mdm", "job-id": "s1"}));
+    let s1 = c.wait_event("JOB_FINISHED", "s1");
+    assert_eq!(s1["data"]["ok"], true, "{s1}");
+    assert_eq!(s1["data"]["result"]["state_version"], 1, "{s1}");
+    // A region over such a spec refuses the newer stream too.
+    c.ok(
+        "device-open",
+        json!({"id": "d", "device": "sim:simgpu/vgpu-64m,seed=4,versions=1..1"}),
+    );
+    c.ok(
+        "device-open",
+        json!({"id": "s", "device": "sim:simgpu/vgpu-64m,seed=5"}),
+    );
+    let (_, dfd) = c.cmd_fd("device-set-state", json!({"id": "d", "state": "resuming"}));
+    let (_, sfd) = c.cmd_fd("device-set-state", json!({"id": "s", "state": "stop-copy"}));
+    let mut from = std::fs::File::from(sfd.unwrap());
+    let mut to = std::fs::File::from(dfd.unwrap());
+    let copier = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = from.read(&mut buf).unwrap();
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    copier.join().unwrap();
+    let (_, code) = c.err("device-set-state", json!({"id": "d", "state": "stop"}));
+    assert_eq!(code, "compat.version_too_new");
+}

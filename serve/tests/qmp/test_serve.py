@@ -82,11 +82,9 @@ def keys():
 
 
 def cli_json(*args):
-    """Runs the CLI with --json: (exit status, the printed object without "ok")."""
+    """Runs the CLI with --json: (exit status, the printed object, "ok" and all)."""
     p = subprocess.run([BIN, *args, "--json"], capture_output=True, text=True, timeout=WAIT)
-    out = json.loads(p.stdout)
-    out.pop("ok", None)
-    return p.returncode, out
+    return p.returncode, json.loads(p.stdout)
 
 
 def command_table():
@@ -1059,13 +1057,22 @@ class ExampleInTheReadme(unittest.TestCase):
 
 class SystemdActivation(unittest.IsolatedAsyncioTestCase):
     async def test_the_service_serves_the_socket_it_is_handed(self):
-        d = fresh_dir("systemd")
+        await self.activated("systemd", ["--systemd"])
+
+    async def test_activation_is_seen_without_the_flag_as_systemd_socket_activate_runs_it(self):
+        # `systemd-socket-activate -l PATH mdevmig serve --socket PATH`, or no flag at all.
+        await self.activated("activate-socket", ["--socket", "@PATH@"])
+        await self.activated("activate-bare", [])
+
+    async def activated(self, tag, flags):
+        d = fresh_dir(tag)
         path = os.path.join(d, "activated.sock")
         log_path = os.path.join(d, "serve.log")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         listener.listen(16)
-        argv = [BIN, "serve", "--systemd", "--state-dir", os.path.join(d, "state"),
+        flags = [path if f == "@PATH@" else f for f in flags]
+        argv = [BIN, "serve", *flags, "--state-dir", os.path.join(d, "state"),
                 "--key", keys()[0], "--trust", keys()[1], "--device", f"m0={MTTY0}"]
         logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         pid = os.fork()
