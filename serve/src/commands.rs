@@ -172,6 +172,8 @@ pub(crate) enum Lease {
         Box<dyn MigrationDevice>,
         Option<mdevmig_plugin_api::VersionWindow>,
         String,
+        // Held for its Drop: the device is released after it is closed.
+        #[expect(dead_code)] Claim,
     ),
 }
 
@@ -182,7 +184,7 @@ impl Lease {
             Lease::Named(_, name, None) => {
                 Err(QErr::new("qmp.device_busy", format!("device {name:?} is in use")))
             }
-            Lease::Opened(d, _, _) => Ok(&mut **d),
+            Lease::Opened(d, _, _, _) => Ok(&mut **d),
         }
     }
 
@@ -192,14 +194,14 @@ impl Lease {
             Lease::Named(shared, name, _) => {
                 shared.named.get(name).map(|n| n.spec.clone()).unwrap_or_default()
             }
-            Lease::Opened(_, _, spec) => spec.clone(),
+            Lease::Opened(_, _, spec, _) => spec.clone(),
         }
     }
 
     pub fn versions(&self) -> Option<mdevmig_plugin_api::VersionWindow> {
         match self {
             Lease::Named(shared, name, _) => shared.named.get(name).and_then(|n| n.versions),
-            Lease::Opened(_, v, _) => *v,
+            Lease::Opened(_, v, _, _) => *v,
         }
     }
 }
@@ -212,6 +214,64 @@ impl Drop for Lease {
                     *slot = Some(dev);
                 }
             }
+        }
+    }
+}
+
+/// What identifies a device whose state outlives the service: a `file:`
+/// image's canonical path, a `vfio:` device's sysfs path or uuid. Simulated
+/// devices are opened afresh for every use and need none.
+pub(crate) fn device_key(spec: &DeviceSpec) -> Option<String> {
+    match spec {
+        DeviceSpec::File { path, .. } => {
+            let dir = path.parent().and_then(|p| std::fs::canonicalize(p).ok());
+            let name = path.file_name()?;
+            Some(format!(
+                "file:{}",
+                dir.map_or_else(|| path.clone(), |d| d.join(name)).display()
+            ))
+        }
+        DeviceSpec::Vfio { path } => {
+            let uuid = path.rsplit('/').next().unwrap_or(path);
+            Some(format!("vfio:{uuid}"))
+        }
+        DeviceSpec::Sim { .. } => None,
+    }
+}
+
+/// A device in use by a job or region; released when dropped.
+pub(crate) struct Claim {
+    shared: std::sync::Arc<crate::Shared>,
+    key: Option<String>,
+}
+
+impl Claim {
+    /// Claims the device `spec` names, or refuses with `qmp.device_busy`.
+    pub fn take(shared: &std::sync::Arc<crate::Shared>, spec: &DeviceSpec) -> Result<Claim, QErr> {
+        let key = device_key(spec);
+        if let Some(k) = &key {
+            let mut used = shared
+                .in_use
+                .lock()
+                .map_err(|_| QErr::new("qmp.device_busy", "device table poisoned"))?;
+            if !used.insert(k.clone()) {
+                return Err(QErr::new(
+                    "qmp.device_busy",
+                    format!("{k} is in use by a job or region"),
+                ));
+            }
+        }
+        Ok(Claim {
+            shared: std::sync::Arc::clone(shared),
+            key,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let (Some(k), Ok(mut used)) = (&self.key, self.shared.in_use.lock()) {
+            used.remove(k);
         }
     }
 }
@@ -238,8 +298,9 @@ pub(crate) fn lease(
     }
     let spec: DeviceSpec = name.parse()?;
     confine(shared, &spec)?;
+    let claim = Claim::take(shared, &spec)?;
     let (dev, host) = device::open(&spec, registry)?;
-    Ok(Lease::Opened(dev, host.versions, name.to_string()))
+    Ok(Lease::Opened(dev, host.versions, name.to_string(), claim))
 }
 
 /// A client's `file:` device must be an image in the state directory's

@@ -210,6 +210,9 @@ pub(crate) struct Shared {
     pub peers: Mutex<HashMap<u64, Arc<Peer>>>,
     pub jobs: jobs::Jobs,
     pub sessions: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Devices whose state outlives the service (`vfio:`, `file:`) that a job or
+    /// region is using, by [`commands::device_key`].
+    pub in_use: Mutex<std::collections::HashSet<String>>,
     pub draining: AtomicBool,
     pub clients: AtomicUsize,
     next_id: AtomicU64,
@@ -299,6 +302,7 @@ impl Server {
             peers: Mutex::new(HashMap::new()),
             jobs: jobs::Jobs::default(),
             sessions: Mutex::new(HashMap::new()),
+            in_use: Mutex::new(std::collections::HashSet::new()),
             draining: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),

@@ -32,6 +32,8 @@ use crate::log;
 pub(crate) struct Slot {
     region: MigrationRegion,
     device: String,
+    /// Released after the region (field order: dropped after it).
+    _claim: Option<crate::commands::Claim>,
 }
 
 const STATES: &[(&str, MigState)] = &[
@@ -144,11 +146,24 @@ fn admit(s: &Session<'_>, id: &str) -> Result<(), QErr> {
     Ok(())
 }
 
-fn opened(s: &mut Session<'_>, id: String, region: MigrationRegion, device: String) -> Result<Reply, QErr> {
+fn opened(
+    s: &mut Session<'_>,
+    id: String,
+    region: MigrationRegion,
+    device: String,
+    claim: crate::commands::Claim,
+) -> Result<Reply, QErr> {
     let flags = device::flag_names(region.migration_flags());
     let state = state_name(region.state());
     log(&format!("{}: region {id:?} open on {device}", s.who()));
-    s.regions.insert(id.clone(), Slot { region, device });
+    s.regions.insert(
+        id.clone(),
+        Slot {
+            region,
+            device,
+            _claim: Some(claim),
+        },
+    );
     Ok(Reply::of(
         json!({"id": id, "migration-flags": flags, "state": state}),
     ))
@@ -166,16 +181,23 @@ pub(crate) fn open(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, 
     }
     let spec: DeviceSpec = a.device.parse()?;
     crate::commands::confine(s.shared, &spec)?;
+    let claim = crate::commands::Claim::take(s.shared, &spec)?;
     let (dev, host) = device::open(&spec, &s.shared.registry)?;
     // Last: a region refused for any other reason leaves the nonce usable.
     let cfg = config(s, &a.common, host.versions)?;
-    opened(s, a.common.id, MigrationRegion::new(dev, cfg), a.device)
+    opened(s, a.common.id, MigrationRegion::new(dev, cfg), a.device, claim)
 }
 
 /// `device-open-fd`: a region over the VFIO device fd the client passed.
 pub(crate) fn open_fd(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     let a: OpenFdArgs = args(a)?;
     admit(s, &a.common.id)?;
+    let claim = crate::commands::Claim::take(
+        s.shared,
+        &DeviceSpec::Vfio {
+            path: a.sysfs.clone(),
+        },
+    )?;
     let fd: OwnedFd = take_fd(s, &a.fdname)?;
     let dev = VfioFdBackend::new(fd, &a.sysfs, &s.shared.registry)?;
     let cfg = config(s, &a.common, None)?;
@@ -184,6 +206,7 @@ pub(crate) fn open_fd(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Repl
         a.common.id,
         MigrationRegion::new(Box::new(dev), cfg),
         format!("vfio-fd:{}", a.sysfs),
+        claim,
     )
 }
 

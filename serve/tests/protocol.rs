@@ -619,3 +619,34 @@ fn jobs_and_regions_keep_to_the_hosts_version_window() {
     let (_, code) = c.err("device-set-state", json!({"id": "d", "state": "stop"}));
     assert_eq!(code, "compat.version_too_new");
 }
+
+#[test]
+fn a_device_that_outlives_the_service_serves_one_job_or_region_at_a_time() {
+    let svc = Svc::start(&[("src", "sim:mtty/mtty-2,seed=1")]);
+    let mut c = svc.negotiated();
+    c.ok("save", json!({"device": "src", "file": "m.mdm", "job-id": "s"}));
+    assert_eq!(c.wait_event("JOB_FINISHED", "s")["data"]["ok"], true);
+    let files = svc.dir.path().join("state/files");
+    let img = format!("file:{}/img,plugin=mtty,type=mtty-2", files.display());
+    // A restore waiting on a pipe holds the image; a second job or a region on
+    // the same image (however the path is spelled) is refused at once.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    c.send_fd(&r);
+    drop(r);
+    c.ok("getfd", json!({"fdname": "in"}));
+    c.ok("restore", json!({"device": img, "fdname": "in", "job-id": "r1"}));
+    assert_eq!(
+        c.err("restore", json!({"device": img, "file": "m.mdm"})).1,
+        "qmp.device_busy"
+    );
+    assert_eq!(
+        c.err("device-open", json!({"id": "x", "device": img})).1,
+        "qmp.device_busy"
+    );
+    drop(w);
+    let r1 = c.wait_event("JOB_FINISHED", "r1");
+    assert_eq!(r1["data"]["ok"], false, "{r1}");
+    // Released: the image takes the next restore.
+    c.ok("restore", json!({"device": img, "file": "m.mdm", "job-id": "r2"}));
+    assert_eq!(c.wait_event("JOB_FINISHED", "r2")["data"]["ok"], true);
+}
