@@ -239,6 +239,11 @@ pub(crate) fn device_key(spec: &DeviceSpec) -> Option<String> {
     }
 }
 
+/// [`device_key`] of a spec string (None for a simulated or unparsable one).
+pub(crate) fn device_key_of(spec: &str) -> Option<String> {
+    spec.parse::<DeviceSpec>().ok().as_ref().and_then(device_key)
+}
+
 /// A device in use by a job or region; released when dropped.
 pub(crate) struct Claim {
     shared: std::sync::Arc<crate::Shared>,

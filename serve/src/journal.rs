@@ -2,7 +2,7 @@
 //! a crash, power) leaves no device half-loaded.
 //!
 //! Before a job touches a device whose state outlives the service (a `vfio:`
-//! device, a `file:` image), it writes `<state-dir>/journal/<job>.<pid>.json`:
+//! device, a `file:` image), and while a region on one is mid-migration, it writes `<state-dir>/journal/<job>.<pid>.json`:
 //! `{"role": "save"|"restore", "device": "<spec>"}`; the entry is removed when
 //! the job ends, however it ends. At start, every entry left behind is a job the
 //! previous run did not finish:

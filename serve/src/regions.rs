@@ -32,6 +32,11 @@ use crate::log;
 pub(crate) struct Slot {
     region: MigrationRegion,
     device: String,
+    /// The journal entry while the region is mid-migration on a device that
+    /// outlives the service (a `vfio:` or `file:` spec), and its role.
+    journal: Option<(crate::journal::Entry, &'static str)>,
+    /// The spec and entry name to journal under, for such devices.
+    journaled: Option<(String, String)>,
     /// Released after the region (field order: dropped after it).
     _claim: Option<crate::commands::Claim>,
 }
@@ -160,7 +165,10 @@ fn opened(
         id.clone(),
         Slot {
             region,
+            journaled: crate::commands::device_key_of(&device)
+                .map(|_| (device.clone(), format!("region{}", s.shared.next_id()))),
             device,
+            journal: None,
             _claim: Some(claim),
         },
     );
@@ -242,9 +250,12 @@ pub(crate) fn set_state(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Re
         .map(|(_, m)| *m)
         .filter(|m| *m != MigState::Error)
         .ok_or_else(|| bad_args(format!("state {:?} is not one of stop, running, stop-copy, resuming, running-p2p, pre-copy, pre-copy-p2p", a.state)))?;
+    let s_state_dir = s.shared.cfg.state_dir.clone();
     let slot = slot(s, &a.id)?;
     let before = slot.region.state();
-    slot.region.set_state(target)?;
+    let moved = slot.region.set_state(target);
+    track(slot, &s_state_dir);
+    moved?;
     let fd = match slot.region.data_fd() {
         // A stream starts only from a state without one, as the kernel's arcs do.
         Some(fd) if target.is_streaming() && !before.is_streaming() => Some(
@@ -257,6 +268,28 @@ pub(crate) fn set_state(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Re
         value: json!({"state": state_name(slot.region.state()), "data-fd": fd.is_some()}),
         fd,
     })
+}
+
+/// Keeps the journal in step with the region: an entry while the device is
+/// streaming (or failed mid-stream), so a service killed then leaves the next
+/// start a device to put back (`journal.rs`); none once it is back at rest.
+fn track(slot: &mut Slot, state_dir: &std::path::Path) {
+    let Some((spec, name)) = &slot.journaled else {
+        return;
+    };
+    let role = match slot.region.state() {
+        MigState::Resuming => Some("restore"),
+        MigState::PreCopy | MigState::PreCopyP2p | MigState::StopCopy => Some("save"),
+        MigState::Error => slot.journal.as_ref().map(|(_, r)| *r),
+        _ => None,
+    };
+    match role {
+        Some(r) if slot.journal.as_ref().map(|(_, had)| *had) != Some(r) => {
+            slot.journal = crate::journal::begin(state_dir, name, r, spec).map(|e| (e, r));
+        }
+        Some(_) => {}
+        None => slot.journal = None,
+    }
 }
 
 /// `device-query`: state, flags, the arcs taken, and the state digest where the

@@ -650,3 +650,33 @@ fn a_device_that_outlives_the_service_serves_one_job_or_region_at_a_time() {
     c.ok("restore", json!({"device": img, "file": "m.mdm", "job-id": "r2"}));
     assert_eq!(c.wait_event("JOB_FINISHED", "r2")["data"]["ok"], true);
 }
+
+#[test]
+fn a_region_mid_migration_on_a_lasting_device_is_journaled_until_it_is_at_rest() {
+    let svc = Svc::start(&[]);
+    let mut c = svc.negotiated();
+    let files = svc.dir.path().join("state/files");
+    let journal = svc.dir.path().join("state/journal");
+    let entries = || std::fs::read_dir(&journal).unwrap().count();
+    let img = format!("file:{}/img,plugin=mtty,type=mtty-2", files.display());
+    c.ok("device-open", json!({"id": "d", "device": img}));
+    assert_eq!(entries(), 0);
+    let (_, fd) = c.cmd_fd("device-set-state", json!({"id": "d", "state": "resuming"}));
+    assert_eq!(entries(), 1);
+    let name = std::fs::read_dir(&journal)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let entry: Value = serde_json::from_slice(&std::fs::read(name).unwrap()).unwrap();
+    assert_eq!(entry["role"], "restore");
+    assert_eq!(entry["device"], json!(img));
+    drop(fd);
+    c.ok("device-close", json!({"id": "d"}));
+    assert_eq!(entries(), 0);
+    // Simulated devices are not journaled.
+    c.ok("device-open", json!({"id": "s", "device": "sim:mtty/mtty-2"}));
+    let _fd = c.cmd_fd("device-set-state", json!({"id": "s", "state": "stop-copy"}));
+    assert_eq!(entries(), 0);
+}
