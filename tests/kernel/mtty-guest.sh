@@ -1,4 +1,4 @@
-# Issue 7 acceptance, in the VM against real mtty instances (run by tests/kernel/ci.sh:
+# The real-kernel checks, in the VM against real mtty instances (run by tests/kernel/ci.sh:
 #   run-vm.sh <static mdevmig> mtty-guest.sh <mttyctl>).
 #
 #   a  what the device reports: real migration flags and type (mttyctl; `mdevmig
