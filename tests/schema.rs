@@ -468,6 +468,71 @@ fn a_new_version_must_bump_a_section_whose_meaning_changes() {
     changed(len, &expected);
 }
 
+#[test]
+fn a_new_version_old_destinations_accept_must_keep_their_required_sections_and_records() {
+    // Version 2 with min_version 1: v1 destinations accept it and restore it as
+    // their v1. Without mtty.state, which their v1 requires, they refuse it.
+    let dropped = |d: &mut Dump| mtty_v2(d, 1, vec![optional("mtty.extra")], true);
+    let mut expected = NEW_VERSION.to_vec();
+    expected.push(Class::LayoutWithoutSectionBump);
+    let r = changed(dropped, &expected);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.reason.contains("vendor.missing_section")),
+        "{r:?}"
+    );
+    // A section version 2 requires that their v1 does not know.
+    let unknown = |d: &mut Dump| {
+        let s = mtty_state(d);
+        let mut extra = optional("mtty.extra");
+        extra.required = true;
+        mtty_v2(d, 1, vec![s, extra], true);
+    };
+    let r = changed(unknown, &expected);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.reason.contains("compat.unknown_required_section")),
+        "{r:?}"
+    );
+    // The same in Xe's packet stream: version 2 keeps xe.packets v1 but adds a
+    // mandatory packet type, which v1 destinations refuse.
+    let packet = |d: &mut Dump| {
+        let t = ty(d, "xe", "xe-vf-1g");
+        t.produce = Some(Window { oldest: 1, newest: 2 });
+        t.load = Some(Window { oldest: 1, newest: 2 });
+        for c in &mut t.configurations {
+            let mut v2 = c.versions[0].clone();
+            v2.version = 2;
+            v2.min_version = 1;
+            v2.sections[0].records.push(record(7, "newpkt", false));
+            c.versions.push(v2);
+        }
+    };
+    let r = changed(packet, &expected);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.record.as_deref() == Some("newpkt (7)")),
+        "{r:?}"
+    );
+    // An optional one is fine: they skip it.
+    let optional_packet = |d: &mut Dump| {
+        let t = ty(d, "xe", "xe-vf-1g");
+        t.produce = Some(Window { oldest: 1, newest: 2 });
+        t.load = Some(Window { oldest: 1, newest: 2 });
+        for c in &mut t.configurations {
+            let mut v2 = c.versions[0].clone();
+            v2.version = 2;
+            v2.min_version = 1;
+            v2.sections[0].records.push(record(7, "newpkt", true));
+            c.versions.push(v2);
+        }
+    };
+    changed(optional_packet, &NEW_VERSION);
+}
+
 // ---- compatible, each class ----
 
 #[test]

@@ -598,6 +598,74 @@ fn old_view_findings(
                 ),
             ));
         }
+        unknown_mandatory_records(&at, &intro, s, k, out);
+    }
+    required_sections_seen_by_old(at, theirs, n, seen_as, out);
+}
+
+/// Record types section `s` makes mandatory that the old destinations' section
+/// `k` (the same name and section version) does not have: they refuse the
+/// stream at the first such record.
+fn unknown_mandatory_records(
+    at: &At,
+    intro: &str,
+    s: &SectionSchema,
+    k: &SectionSchema,
+    out: &mut Vec<Finding>,
+) {
+    for r in s
+        .records
+        .iter()
+        .filter(|r| !r.optional && !k.records.iter().any(|o| o.code == r.code))
+    {
+        let mut f = at.finding(
+            Class::LayoutWithoutSectionBump,
+            format!(
+                "{intro}, which has no mandatory record type {} ({}): they refuse the stream at it; bump the section's version with the record type",
+                r.name, r.code
+            ),
+        );
+        f.record = Some(format!("{} ({})", r.name, r.code));
+        out.push(f);
+    }
+}
+
+/// The same destinations restore state version `n` against their sections of
+/// `seen_as`: a section they require that `n` lacks, or one `n` requires that
+/// they do not know, makes them refuse every such state.
+fn required_sections_seen_by_old(
+    at: &At,
+    theirs: &VersionSchema,
+    n: &VersionSchema,
+    seen_as: u32,
+    out: &mut Vec<Finding>,
+) {
+    let v = n.version;
+    let intro = format!(
+        "the previous release's destinations accept state version {v} (min_version {}) and restore it as their state version {seen_as}",
+        n.min_version
+    );
+    for k in theirs.sections.iter().filter(|k| k.required) {
+        if !n.sections.iter().any(|s| s.name == k.name) {
+            out.push(at.section(&k.name).finding(
+                Class::LayoutWithoutSectionBump,
+                format!(
+                    "{intro}, which requires section {}; version {v} lacks it: they refuse it (vendor.missing_section); raise min_version above {seen_as}, or keep the section",
+                    k.name
+                ),
+            ));
+        }
+    }
+    for s in n.sections.iter().filter(|s| s.required) {
+        if !theirs.sections.iter().any(|k| k.name == s.name) {
+            out.push(at.section(&s.name).finding(
+                Class::LayoutWithoutSectionBump,
+                format!(
+                    "{intro}, which does not know section {}, required in version {v}: they refuse it (compat.unknown_required_section); raise min_version above {seen_as}, or make the section optional",
+                    s.name
+                ),
+            ));
+        }
     }
 }
 
