@@ -1020,3 +1020,27 @@ fn committed_schemas_are_this_builds() {
         "spec/schemas/ holds one file per built-in plugin and nothing else"
     );
 }
+
+#[test]
+fn a_member_left_out_is_a_malformed_schema_not_a_null() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/schemas/mtty.json")).unwrap();
+    for member in ["\"length\"", "\"capability\"", "\"produce\"", "\"load\""] {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        fn strip(v: &mut serde_json::Value, key: &str) -> bool {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if m.remove(key).is_some() {
+                        return true;
+                    }
+                    m.values_mut().any(|x| strip(x, key))
+                }
+                serde_json::Value::Array(a) => a.iter_mut().any(|x| strip(x, key)),
+                _ => false,
+            }
+        }
+        assert!(strip(&mut v, member.trim_matches('"')), "{member}");
+        let e = schema::Dump::parse(&v.to_string()).unwrap_err();
+        assert_eq!(e.code, mdevmig::Code::BadSchema, "{member}: {e:?}");
+    }
+}

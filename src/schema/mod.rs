@@ -123,8 +123,10 @@ pub struct TypeSchema {
     /// Device type name.
     pub name: String,
     /// State versions produced (`null`: none).
+    #[serde(deserialize_with = "present")]
     pub produce: Option<Window>,
     /// State versions loaded (`null`: none).
+    #[serde(deserialize_with = "present")]
     pub load: Option<Window>,
     /// The configurations the plugin lists for the schema, by `config`.
     pub configurations: Vec<ConfigSchema>,
@@ -180,6 +182,7 @@ pub struct SectionSchema {
     /// A destination that does not know it must refuse the state.
     pub required: bool,
     /// Host capability a destination needs to restore it.
+    #[serde(deserialize_with = "present")]
     pub capability: Option<String>,
     /// How it is validated.
     pub kind: Kind,
@@ -189,6 +192,7 @@ pub struct SectionSchema {
     /// section, the bound the envelope header declares.
     pub bound: u64,
     /// The exact length the plugin fixes for this configuration, if it does.
+    #[serde(deserialize_with = "present")]
     pub length: Option<u64>,
     /// For a `records` section, its record types by code; empty otherwise.
     pub records: Vec<RecordSchema>,
@@ -487,4 +491,15 @@ pub fn merge(dumps: Vec<(String, Dump)>) -> Result<Dump> {
         plugins,
         ok: None,
     })
+}
+
+/// An `Option` field that must be present, as `null` or a value: serde reads a
+/// missing `Option` as `None`, which would let a truncated schema say "no
+/// capability" or "variable length" where the file says nothing.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
 }
