@@ -1044,3 +1044,14 @@ fn a_member_left_out_is_a_malformed_schema_not_a_null() {
         assert_eq!(e.code, mdevmig::Code::BadSchema, "{member}: {e:?}");
     }
 }
+
+#[test]
+fn a_window_version_a_configuration_does_not_list_is_a_malformed_schema() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/schemas/mtty.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["plugins"][0]["device_types"][0]["load"]["newest"] = serde_json::json!(2);
+    let e = schema::Dump::parse(&v.to_string()).unwrap_err();
+    assert_eq!(e.code, mdevmig::Code::BadSchema, "{e:?}");
+    assert!(e.message.contains("state version 2"), "{e:?}");
+}

@@ -337,6 +337,23 @@ fn check_type(t: &TypeSchema) -> Result<()> {
         }
         unique("state version", c.versions.iter().map(|v| v.version.to_string()))?;
         c.versions.iter().try_for_each(check_version)?;
+        listed(t, c)?;
+    }
+    Ok(())
+}
+
+/// Every version the type produces or loads is listed in each configuration:
+/// the diff would otherwise have to guess what an unlisted one declares.
+fn listed(t: &TypeSchema, c: &ConfigSchema) -> Result<()> {
+    for w in [t.produce, t.load].into_iter().flatten() {
+        for v in w.oldest..=w.newest {
+            if !c.versions.iter().any(|x| x.version == v) {
+                return Err(bad(format!(
+                    "device type {}: state version {v} is in a window but not listed for configuration {:?}",
+                    t.name, c.config
+                )));
+            }
+        }
     }
     Ok(())
 }
