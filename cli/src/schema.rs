@@ -119,13 +119,13 @@ fn diff(
         .findings
         .iter()
         .find(|f| f.severity == schema::Severity::Breaking)
-        .map_or_else(String::new, |f| format!("; the first: {}", f.class.id()));
+        .map_or_else(String::new, |f| {
+            format!("; the first: {}: {}", f.class.id(), f.reason)
+        });
+    // Each finding's reason says what to do for its class (spec/schema.md §4, §5).
     let e = Error::new(
         Code::BreakingChange,
-        format!(
-            "{} breaking change(s){first}; bump the state version (spec/schema.md)",
-            report.breaking()
-        ),
+        format!("{} breaking change(s){first}", report.breaking()),
     );
     Err(Fail::reported(e, out.json))
 }

@@ -402,7 +402,7 @@ fn attribute_findings(at: &At, o: &ConfigSchema, n: &ConfigSchema, out: &mut Vec
             Class::AttributeAdded,
             k,
             format!(
-                "attribute {k} (default {nv}) is new: states of the previous release cannot carry it, and a destination compares every attribute of either side (compat.config_mismatch)"
+                "attribute {k} (default {nv}) is new: states of the previous release cannot carry it, and a destination compares every attribute of either side (compat.config_mismatch); add it under a new device type instead"
             ),
         );
     }
