@@ -498,19 +498,7 @@ fn a_new_version_old_destinations_accept_must_keep_their_required_sections_and_r
     );
     // The same in Xe's packet stream: version 2 keeps xe.packets v1 but adds a
     // mandatory packet type, which v1 destinations refuse.
-    let packet = |d: &mut Dump| {
-        let t = ty(d, "xe", "xe-vf-1g");
-        t.produce = Some(Window { oldest: 1, newest: 2 });
-        t.load = Some(Window { oldest: 1, newest: 2 });
-        for c in &mut t.configurations {
-            let mut v2 = c.versions[0].clone();
-            v2.version = 2;
-            v2.min_version = 1;
-            v2.sections[0].records.push(record(7, "newpkt", false));
-            c.versions.push(v2);
-        }
-    };
-    let r = changed(packet, &expected);
+    let r = changed(xe_v2_with_packet(false), &expected);
     assert!(
         r.findings
             .iter()
@@ -518,7 +506,13 @@ fn a_new_version_old_destinations_accept_must_keep_their_required_sections_and_r
         "{r:?}"
     );
     // An optional one is fine: they skip it.
-    let optional_packet = |d: &mut Dump| {
+    changed(xe_v2_with_packet(true), &NEW_VERSION);
+}
+
+/// Xe's next release: state version 2 (min_version 1) is version 1 with one
+/// more packet type in xe.packets, still at section version 1.
+fn xe_v2_with_packet(optional: bool) -> impl FnOnce(&mut Dump) {
+    move |d: &mut Dump| {
         let t = ty(d, "xe", "xe-vf-1g");
         t.produce = Some(Window { oldest: 1, newest: 2 });
         t.load = Some(Window { oldest: 1, newest: 2 });
@@ -526,11 +520,10 @@ fn a_new_version_old_destinations_accept_must_keep_their_required_sections_and_r
             let mut v2 = c.versions[0].clone();
             v2.version = 2;
             v2.min_version = 1;
-            v2.sections[0].records.push(record(7, "newpkt", true));
+            v2.sections[0].records.push(record(7, "newpkt", optional));
             c.versions.push(v2);
         }
-    };
-    changed(optional_packet, &NEW_VERSION);
+    }
 }
 
 // ---- compatible, each class ----

@@ -123,7 +123,7 @@ fn capabilities(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QEr
     Ok(Reply::of(json!({})))
 }
 
-fn no_args(a: Map<String, Value>) -> Result<(), QErr> {
+pub(crate) fn no_args(a: Map<String, Value>) -> Result<(), QErr> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct None {}
@@ -142,12 +142,7 @@ fn query_commands(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, Q
 
 fn query_version(_: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
     no_args(a)?;
-    let v = env!("CARGO_PKG_VERSION");
-    let mut p = v.split('.').map(|x| x.parse::<u64>().unwrap_or(0));
-    Ok(Reply::of(json!({
-        "qemu": {"major": p.next().unwrap_or(0), "minor": p.next().unwrap_or(0), "micro": p.next().unwrap_or(0)},
-        "package": format!("mdevmig {v}"),
-    })))
+    Ok(Reply::of(crate::conn::version()))
 }
 
 fn query_devices(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {

@@ -197,15 +197,17 @@ pub(crate) fn event(name: &str, data: Value) -> Value {
 /// The greeting: QMP's shape, the broker's version under `qemu` (qmp-shell and
 /// libvirt read it there) and the package name.
 fn greeting() -> Value {
+    json!({"QMP": {"version": version(), "capabilities": []}})
+}
+
+/// The version object of the greeting and of `query-version`.
+pub(crate) fn version() -> Value {
     let v = env!("CARGO_PKG_VERSION");
     let mut parts = v.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-    json!({"QMP": {
-        "version": {
-            "qemu": {"major": parts.next().unwrap_or(0), "minor": parts.next().unwrap_or(0), "micro": parts.next().unwrap_or(0)},
-            "package": format!("mdevmig {v}"),
-        },
-        "capabilities": [],
-    }})
+    json!({
+        "qemu": {"major": parts.next().unwrap_or(0), "minor": parts.next().unwrap_or(0), "micro": parts.next().unwrap_or(0)},
+        "package": format!("mdevmig {v}"),
+    })
 }
 
 /// Tells a client over the connection limit why it is turned away.

@@ -656,10 +656,7 @@ fn prune(shared: &Shared) {
 }
 
 pub(crate) fn query_jobs(s: &mut Session<'_>, a: Map<String, Value>) -> Result<Reply, QErr> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct None {}
-    let _: None = args(a)?;
+    crate::commands::no_args(a)?;
     Ok(Reply::of(Value::Array(
         s.shared.jobs.all().iter().map(|j| j.info()).collect(),
     )))

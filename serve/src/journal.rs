@@ -174,31 +174,28 @@ fn writer_alive(dir: &Path, partial: &str) -> bool {
     else {
         return false;
     };
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(dir.join(format!("{name}.mdevmig-lock")))
-    else {
-        return false;
-    };
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    open_lock(&dir.join(format!("{name}.mdevmig-lock")))
+        .is_some_and(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err())
 }
 
 /// Removes a writer's lock file that nobody holds (its writer died), the way a
 /// finishing writer does (`src/fsutil.rs`): under the lock, so a live writer's
 /// lock is never removed.
 fn remove_stale_lock(path: &Path) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(path)
-    else {
-        return;
-    };
+    let Some(f) = open_lock(path) else { return };
     if let Ok(held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         let _ = std::fs::remove_file(path);
         drop(held);
     }
+}
+
+/// A writer's lock file, opened as `src/fsutil.rs` opens it (never through a
+/// symlink, never blocking).
+fn open_lock(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)
+        .ok()
 }
